@@ -1,0 +1,476 @@
+/*
+ * http.c — the libmicrohttpd side of evstored: the access handler, request
+ * bodies, routing, and the helpers that send answers.
+ *
+ * Handler protocol (libmicrohttpd calls it several times per request):
+ *  1st call   headers are in: create the request context; refuse at once a
+ *             body whose Content-Length is over --max-body-size (413).
+ *  body calls append the bytes (or, past the limit, drop them).
+ *  last call  route the request. An append suspends the connection until the
+ *             writer thread calls back; libmicrohttpd then calls the handler
+ *             again and the answer is queued there.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "server.h"
+
+uint64_t evsd_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- strings ---- */
+
+int evsd_str_reserve(evsd_str *s, size_t n)
+{
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 256;
+        while (cap < s->len + n + 1) cap *= 2;
+        char *q = realloc(s->p, cap);
+        if (!q) return -ENOMEM;
+        s->p = q;
+        s->cap = cap;
+    }
+    return 0;
+}
+
+int evsd_str_add(evsd_str *s, const void *p, size_t n)
+{
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 256;
+        while (cap < s->len + n + 1) cap *= 2;
+        char *q = realloc(s->p, cap);
+        if (!q) return -ENOMEM;
+        s->p = q;
+        s->cap = cap;
+    }
+    if (n) memcpy(s->p + s->len, p, n);
+    s->len += n;
+    s->p[s->len] = 0;
+    return 0;
+}
+
+int evsd_str_addf(evsd_str *s, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return -EINVAL;
+    if ((size_t)n < sizeof tmp) return evsd_str_add(s, tmp, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (!big) return -ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = evsd_str_add(s, big, (size_t)n);
+    free(big);
+    return rc;
+}
+
+int evsd_str_add_json_string(evsd_str *s, const char *p, size_t n)
+{
+    int rc = evsd_str_add(s, "\"", 1);
+    size_t start = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        rc = evsd_str_add(s, p + start, i - start);
+        char esc[8];
+        switch (c) {
+        case '"': strcpy(esc, "\\\""); break;
+        case '\\': strcpy(esc, "\\\\"); break;
+        case '\n': strcpy(esc, "\\n"); break;
+        case '\r': strcpy(esc, "\\r"); break;
+        case '\t': strcpy(esc, "\\t"); break;
+        default: snprintf(esc, sizeof esc, "\\u%04x", c); break;
+        }
+        if (rc == 0) rc = evsd_str_add(s, esc, strlen(esc));
+        start = i + 1;
+    }
+    if (rc == 0) rc = evsd_str_add(s, p + start, n - start);
+    if (rc == 0) rc = evsd_str_add(s, "\"", 1);
+    return rc;
+}
+
+void evsd_str_free(evsd_str *s)
+{
+    free(s->p);
+    s->p = NULL;
+    s->len = s->cap = 0;
+}
+
+/* ---- answering ---- */
+
+enum MHD_Result evsd_respond(evsd_req *r, unsigned status, const char *content_type,
+                             const char *body, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    if (content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (status == 405) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, POST, PUT, DELETE");
+    if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    r->status = (int)status;
+    return ret;
+}
+
+enum MHD_Result evsd_error(evsd_req *r, unsigned status, const char *code, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    evsd_str s = {0};
+    evsd_str_add(&s, "{\"error\":", 9);
+    evsd_str_add_json_string(&s, code, strlen(code));
+    evsd_str_add(&s, ",\"message\":", 11);
+    evsd_str_add_json_string(&s, msg, strlen(msg));
+    evsd_str_add(&s, "}\n", 2);
+    enum MHD_Result ret = evsd_respond(r, status, "application/json", s.p ? s.p : "", s.len);
+    evsd_str_free(&s);
+    return ret;
+}
+
+enum MHD_Result evsd_store_error(evsd_req *r, int rc, const char *what)
+{
+    evs_stats st;
+    switch (rc) {
+    case EVS_ENOTFOUND: return evsd_error(r, 404, "not_found", "%s: not found", what);
+    case EVS_EINVAL: return evsd_error(r, 400, "invalid_parameter", "%s: invalid argument", what);
+    case EVS_ETOOBIG: return evsd_error(r, 413, "payload_too_large", "%s: too large", what);
+    case EVS_EREADONLY:
+        return evsd_error(r, 503, "unavailable", "this server is read-only (--read-only): it follows another writer");
+    case EVS_EFATAL:
+    case EVS_ECLOSED:
+        evs_stat(r->srv->store, &st);
+        if (st.failed_rc == -ENOSPC)
+            return evsd_error(r, 507, "insufficient_storage", "the disk is full; the store stopped accepting appends: %s",
+                              evs_failure(r->srv->store) ? evs_failure(r->srv->store) : "");
+        return evsd_error(r, 503, "unavailable", "the store is not accepting appends: %s",
+                          evs_failure(r->srv->store) ? evs_failure(r->srv->store) : "shutting down");
+    case EVS_ECORRUPT:
+        return evsd_error(r, 500, "corrupt", "%s: stored data failed its checksum; run `evstore verify`", what);
+    default:
+        return evsd_error(r, 500, "internal", "%s: %s (%s)", what, evs_strerror(rc), evs_errname(rc));
+    }
+}
+
+const char *evsd_arg(evsd_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *evsd_header(evsd_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* ---- query parameters: a typo (?limt=10) is an error, not a silent no-op ---- */
+
+typedef struct arg_check { const char *const *allowed; const char *unknown; } arg_check;
+
+static enum MHD_Result check_one(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    arg_check *c = cls;
+    for (const char *const *a = c->allowed; *a; a++)
+        if (!strcmp(key, *a)) return MHD_YES;
+    c->unknown = key;
+    return MHD_NO;
+}
+
+int evsd_check_args(evsd_req *r, const char *const *allowed)
+{
+    static const char *const none[] = {NULL};
+    arg_check c = {allowed ? allowed : none, NULL};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_one, &c);
+    if (!c.unknown) return 0;
+    char list[256] = "";
+    for (const char *const *a = c.allowed; *a; a++) {
+        strncat(list, list[0] ? ", " : "", sizeof list - strlen(list) - 1);
+        strncat(list, *a, sizeof list - strlen(list) - 1);
+    }
+    evsd_error(r, 400, "invalid_parameter", "unknown query parameter '%s'%s%s", c.unknown,
+               list[0] ? "; this route takes: " : "; this route takes none", list);
+    return -1;
+}
+
+/* ---- routing ---- */
+
+static enum evsd_method method_of(const char *m)
+{
+    if (!strcmp(m, "GET")) return M_GET;
+    if (!strcmp(m, "HEAD")) return M_HEAD;
+    if (!strcmp(m, "POST")) return M_POST;
+    if (!strcmp(m, "PUT")) return M_PUT;
+    if (!strcmp(m, "DELETE")) return M_DELETE;
+    return M_OTHER;
+}
+
+static enum MHD_Result method_not_allowed(evsd_req *r, const char *allowed)
+{
+    return evsd_error(r, 405, "method_not_allowed", "%s is not allowed here; use %s",
+                      r->method == M_POST ? "POST" : r->method == M_PUT ? "PUT" : r->method == M_DELETE ? "DELETE" : "this method",
+                      allowed);
+}
+
+static enum MHD_Result route(evsd_req *r)
+{
+    static const char *const read_args[] = {"from", "limit", "direction", "type", "stream_prefix", "watch", "heartbeat", NULL};
+    static const char *const stream_read_args[] = {"from", "limit", "direction", "type", "watch", "heartbeat", NULL};
+    static const char *const append_args[] = {"expected_version", NULL};
+    static const char *const list_args[] = {"prefix", NULL};
+    static const char *const backup_args[] = {"since", NULL};  /* [backup] */
+    const char *u = r->url;
+    int get = r->method == M_GET || r->method == M_HEAD;
+    const char *const *allowed = NULL;
+    if (!strcmp(u, "/events")) allowed = get ? read_args : NULL;
+    else if (!strncmp(u, "/streams/", 9) && u[9]) allowed = get ? stream_read_args : append_args;
+    else if (!strcmp(u, "/streams") || !strcmp(u, "/streams/")) allowed = list_args;
+    else if (!strcmp(u, "/backup")) allowed = backup_args;  /* [backup] */
+    else if (strncmp(u, "/projections/", 13) && strncmp(u, "/consumers/", 11) && evsd_check_args(r, NULL) != 0)
+        return MHD_YES;
+    if (allowed && evsd_check_args(r, allowed) != 0) return MHD_YES;
+    if (!strcmp(u, "/health")) return get ? evsd_route_health(r) : method_not_allowed(r, "GET");
+    /* everything but /health needs a token when auth is on; routes check scopes */
+    if (evsd_auth_require(r, NULL, 0, NULL) != 0) return MHD_YES;
+    if (!strcmp(u, "/stats")) return get ? evsd_route_stats(r) : method_not_allowed(r, "GET");
+    if (!strcmp(u, "/metrics")) return get ? evsd_route_metrics(r) : method_not_allowed(r, "GET");
+    if (!strcmp(u, "/events")) {
+        if (get) return evsd_route_read(r, NULL);
+        if (r->method == M_POST) return evsd_route_append(r, NULL);
+        return method_not_allowed(r, "GET, POST");
+    }
+    if (!strncmp(u, "/events/", 8) && u[8]) {
+        return get ? evsd_route_get_event(r, u + 8) : method_not_allowed(r, "GET");
+    }
+    if (!strcmp(u, "/streams") || !strcmp(u, "/streams/")) {
+        return get ? evsd_route_list_streams(r) : method_not_allowed(r, "GET");
+    }
+    if (!strncmp(u, "/streams/", 9)) {
+        /* everything after /streams/ is the name (already percent-decoded): '/' is literal */
+        if (get) return evsd_route_read(r, u + 9);
+        if (r->method == M_POST) return evsd_route_append(r, u + 9);
+        return method_not_allowed(r, "GET, POST");
+    }
+    /* [consumers] projections and durable consumers (projections.c, consumers.c); the name is the rest */
+    if (!strncmp(u, "/projections/", 13) && u[13]) return evsd_route_projection(r, u + 13);
+    if (!strncmp(u, "/consumers/", 11) && u[11]) return evsd_route_consumer(r, u + 11);
+    /* [backup] GET /backup?since=P: the backup archive, streamed (backup.c) */
+    if (!strcmp(u, "/backup")) return evsd_route_backup(r);
+    return evsd_error(r, 404, "not_found", "no route for %s", u);
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                               const char *version, const char *upload_data, size_t *upload_data_size,
+                               void **con_cls)
+{
+    evsd_server *srv = cls;
+    evsd_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->srv = srv;
+        r->conn = conn;
+        r->url = url;
+        r->method = method_of(method);
+        r->start_ns = evsd_now_ns();
+        pthread_mutex_init(&r->mu, NULL);
+        *con_cls = r;
+        if (atomic_load(&srv->metrics.connections) > srv->cfg.max_connections) {
+            /* over --max-connections: a clear answer and a closed connection,
+             * rather than a client left waiting in the kernel's backlog */
+            r->close_after = 1;
+            return evsd_error(r, 503, "unavailable", "too many connections (--max-connections %u); try again later",
+                              srv->cfg.max_connections);
+        }
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > srv->cfg.max_body_size) {
+            r->body_too_big = 1;  /* answered now: libmicrohttpd drops the body and closes */
+            return evsd_error(r, 413, "payload_too_large", "request body of %s bytes is over the limit of %llu",
+                              cl, (unsigned long long)srv->cfg.max_body_size);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!r->body_too_big && r->body.len + *upload_data_size > r->srv->cfg.max_body_size) {
+            r->body_too_big = 1;
+            evsd_str_free(&r->body);
+        }
+        if (!r->body_too_big && evsd_str_add(&r->body, upload_data, *upload_data_size) != 0) return MHD_NO;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->status) return MHD_YES;  /* already answered (413 on the first call) */
+    if (r->append_queued) return evsd_append_finish(r);
+    if (r->job) return evsd_job_finish(r);  /* [consumers] a change that ran off-thread */
+    if (r->body_too_big)
+        return evsd_error(r, 413, "payload_too_large", "request body is over the limit of %llu bytes",
+                          (unsigned long long)srv->cfg.max_body_size);
+    if (atomic_load(&srv->stopping))
+        return evsd_error(r, 503, "unavailable", "the server is shutting down");
+    return route(r);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    evsd_server *srv = cls;
+    evsd_req *r = *con_cls;
+    if (!r) return;
+    if (r->status) evsd_metrics_status(&srv->metrics, (unsigned)r->status);
+    evsd_append_cleanup(r);
+    evsd_job_free(r);  /* [consumers] */
+    evsd_str_free(&r->body);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void connection_event(void *cls, struct MHD_Connection *conn, void **socket_context,
+                             enum MHD_ConnectionNotificationCode toe)
+{
+    evsd_server *srv = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) atomic_fetch_add(&srv->metrics.connections, 1);
+    else atomic_fetch_sub(&srv->metrics.connections, 1);
+}
+
+/* Percent-decoding of paths and query values. libmicrohttpd hands them to us
+ * as C strings, so a decoded %00 would silently cut a name short: it becomes
+ * 0x01 instead, a control character that every name and parameter check
+ * refuses with a clear 400. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r; r++) {
+        if (*r == '%' && isxdigit((unsigned char)r[1]) && isxdigit((unsigned char)r[2])) {
+            char hex[3] = {r[1], r[2], 0};
+            unsigned v = (unsigned)strtoul(hex, NULL, 16);
+            *w++ = v ? (char)v : '\x01';
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = 0;
+    evsd_log(EVS_LOG_DEBUG, "http: %s", msg);
+}
+
+/* Refuses new connections once shutdown has begun (see evsd_http_quiesce). */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    evsd_server *srv = cls;
+    return atomic_load(&srv->stopping) ? MHD_NO : MHD_YES;
+}
+
+char *evsd_read_file(const char *path, size_t *len);
+
+int evsd_http_start(evsd_server *srv)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sl;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, srv->cfg.listen_host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons(srv->cfg.listen_port);
+        sl = sizeof *in4;
+    } else if (inet_pton(AF_INET6, srv->cfg.listen_host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(srv->cfg.listen_port);
+        sl = sizeof *in6;
+        flags |= MHD_USE_IPv6;
+    } else if (!strcmp(srv->cfg.listen_host, "localhost")) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons(srv->cfg.listen_port);
+        in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sl = sizeof *in4;
+    } else {
+        evsd_log(EVS_LOG_ERROR, "cannot listen on '%s': give a numeric IPv4 or IPv6 address", srv->cfg.listen_host);
+        return -1;
+    }
+    (void)sl;
+    char *cert = NULL, *key = NULL;
+    size_t certlen = 0, keylen = 0;
+    if (srv->cfg.tls_cert) {
+        cert = evsd_read_file(srv->cfg.tls_cert, &certlen);
+        key = evsd_read_file(srv->cfg.tls_key, &keylen);
+        if (!cert || !key) {
+            evsd_log(EVS_LOG_ERROR, "cannot read --tls-cert/--tls-key (%s, %s)", srv->cfg.tls_cert, srv->cfg.tls_key);
+            free(cert);
+            free(key);
+            return -1;
+        }
+        flags |= MHD_USE_TLS;
+    }
+    struct MHD_OptionItem tls_opts[] = {
+        {cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, cert},
+        {key ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    srv->daemon = MHD_start_daemon(
+        flags, srv->cfg.listen_port, accept_policy, srv, handler, srv,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.threads,
+        MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections + EVSD_OVERFLOW_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, connection_event, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv,
+        MHD_OPTION_ARRAY, tls_opts,
+        MHD_OPTION_END);
+    free(cert);
+    free(key);
+    if (!srv->daemon) {
+        evsd_log(EVS_LOG_ERROR, "cannot listen on %s:%u (address in use, or not allowed?)", srv->cfg.listen_host,
+                 srv->cfg.listen_port);
+        return -1;
+    }
+    return 0;
+}
+
+void evsd_http_stop(evsd_server *srv)
+{
+    if (srv->daemon) MHD_stop_daemon(srv->daemon);
+    srv->daemon = NULL;
+}
+
+/* Stop taking new connections while the drain runs. MHD_quiesce_daemon is
+ * not used: it races with the daemon's own threads (a worker at its
+ * connection limit takes the listen socket out of its epoll set, quiesce then
+ * fails to remove it again and libmicrohttpd aborts). The accept policy below
+ * closes new connections instead, and requests already open get a 503. */
+void evsd_http_quiesce(evsd_server *srv)
+{
+    atomic_store(&srv->stopping, 1);
+}
+

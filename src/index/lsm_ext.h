@@ -1,0 +1,26 @@
+/*
+ * lsm_ext.h — additions to the index interface (lsm.h) that the engine may
+ * use; candidates for merging into lsm.h by its owner.
+ */
+#ifndef EVS_INDEX_LSM_EXT_H
+#define EVS_INDEX_LSM_EXT_H
+
+#include "evs_int.h"
+#include "index/lsm.h"
+
+/**
+ * Route the index's log lines (corruption found, leftovers deleted) to lg
+ * instead of stderr. The logger is copied. Call right after open, before
+ * other threads use the index.
+ */
+void evs__lsm_set_logger(evs__lsm *l, const evs_logger *lg);
+
+/**
+ * The entry with this key and the largest a <= a_max (a_max = UINT64_MAX:
+ * the key's last entry, e.g. a stream's current version). Same merging and
+ * precedence as evs__lsm_get; at most one block read per run.
+ * @return 0; EVS_ENOTFOUND; EVS_ECORRUPT; -errno.
+ */
+int evs__lsm_get_last(evs__lsm *l, const uint8_t key[16], uint64_t a_max, evs_kv *out);
+
+#endif
