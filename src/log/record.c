@@ -19,7 +19,9 @@
  *   0   4  magic 'E' 'V' 'R' 0x01 (the last byte is the record format version)
  *   4   1  kind (1 = event)
  *   5   1  flags: bit 0 COMMIT = last record of one atomic append;
- *                 bit 1 HAS_META = metadata was sent
+ *                 bit 1 HAS_META = metadata was sent;
+ *                 bit 2 AFTER_SYNC = first record of a write issued after
+ *                 every earlier byte of the segment was made durable
  *   6   1  type length T (1..255)
  *   7   1  stream length S (1..255)
  *   8   4  total_len: the whole record, header to trailer
@@ -135,7 +137,7 @@ evs_rec_status evs__rec_decode(const uint8_t *p, size_t avail, uint64_t salt, ev
     if (slen == 0 || tlen == 0 || dlen == 0 || EVS_ALIGN8(body) + EVS_REC_TRAILER_SIZE != total)
         return EVS_REC_BAD;
     uint8_t flags = p[5];
-    if ((flags & ~(EVS_REC_COMMIT | EVS_REC_HAS_META)) || (!(flags & EVS_REC_HAS_META) && mlen))
+    if ((flags & ~(EVS_REC_COMMIT | EVS_REC_HAS_META | EVS_REC_AFTER_SYNC)) || (!(flags & EVS_REC_HAS_META) && mlen))
         return EVS_REC_BAD;
     uint64_t sum = evs__get64(p + 24);
     if (evs__get32(p + total - 8) != total || evs__get32(p + total - 4) != (uint32_t)sum)

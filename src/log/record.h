@@ -20,11 +20,14 @@
 
 #define EVS_REC_COMMIT 0x01u           /* last record of one atomic append */
 #define EVS_REC_HAS_META 0x02u         /* metadata present (else it was not sent) */
+#define EVS_REC_AFTER_SYNC 0x04u       /* first record of a write issued only after every earlier
+                                        * byte of its segment was fdatasync'ed (recovery uses it to
+                                        * tell damage inside the log from a torn final write) */
 
 /* The decoded view of one record. Pointers point into the bytes decoded. */
 typedef struct evs_rec {
     uint32_t size;            /* total bytes of the record, header to trailer */
-    uint8_t flags;            /* EVS_REC_COMMIT | EVS_REC_HAS_META */
+    uint8_t flags;            /* EVS_REC_COMMIT | EVS_REC_HAS_META | EVS_REC_AFTER_SYNC */
     uint64_t position;        /* global position */
     uint64_t version;         /* version within its stream */
     int64_t time_us;          /* commit time */

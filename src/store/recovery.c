@@ -179,17 +179,21 @@ static int locate(evs_store *s, const ckpt *ck, uint64_t pos, size_t *segi, uint
 }
 
 /* Damage in the last segment at offset `off` (expected position `pos`): is
- * it the torn end of the final write, or corruption inside the log? A torn
- * final write can only be followed by more records of that same write. So if
- * a valid record carrying COMMIT lies beyond the damage AND another valid
- * record follows that append, the damage is not at the end: refuse rather
- * than silently cut acknowledged appends (EXAMPLES §3: after a bad checksum,
- * never trust the length; a bad record that is not the tail is corruption). */
+ * it the torn end of the writes a crash interrupted, or corruption inside the
+ * log? A crash can damage only bytes that were not yet fdatasync'ed, and those
+ * may reach the disk in any order, sector by sector: one group write of many
+ * appends can lose a sector in its middle and keep every later one, so
+ * complete appends after the damage prove nothing by themselves. What does:
+ * a valid record flagged AFTER_SYNC beyond the damage. The writer sets that
+ * flag only on the first record of a write issued when every earlier byte of
+ * the segment was durable — so the damaged bytes had been synced, and the
+ * damage is not a torn write: refuse rather than silently cut acknowledged
+ * appends (EXAMPLES §3: after a bad checksum, never trust the length). */
 static int damage_is_inside_the_log(evs_store *s, evs_segment *g, uint64_t off, uint64_t fsize, uint64_t pos)
 {
     evs_buf win = {0};
-    uint64_t win_off = 0, commit_pos = 0;
-    int seen_commit = 0, inside = 0;
+    uint64_t win_off = 0;
+    int inside = 0;
     for (uint64_t o = off + 8; o + EVS_REC_MIN_SIZE <= fsize && !inside;) {
         if (o < win_off || o + EVS_REC_HDR_SIZE > win_off + win.len) {
             size_t got = 0;
@@ -208,11 +212,7 @@ static int damage_is_inside_the_log(evs_store *s, evs_segment *g, uint64_t off, 
             o += 8;
             continue;
         }
-        if (seen_commit && rec.position > commit_pos) inside = 1;
-        if (rec.flags & EVS_REC_COMMIT) {
-            seen_commit = 1;
-            commit_pos = rec.position;
-        }
+        if (rec.flags & EVS_REC_AFTER_SYNC) inside = 1;
         o += rec.size;
     }
     evs__buf_free(&win);

@@ -371,6 +371,11 @@ static int stage(evs_store *s, group *g, evs_req *r)
         uint8_t *dst = g->buf.p + g->buf.len;
         uint32_t sz = (uint32_t)((i + 1 < r->n ? r->rec_off[i + 1] : r->rec.len) - r->rec_off[i]);
         memcpy(dst, r->rec.p + r->rec_off[i], sz);
+        /* The group's bytes go out in one pwrite; if nothing before them is
+         * waiting for an fdatasync, the first record says so. Recovery then
+         * knows that damage before such a record was durable data, not a
+         * torn write (a crash can tear only writes that were not synced). */
+        if (g->buf.len == 0 && !s->unsynced) dst[5] |= EVS_REC_AFTER_SYNC;
         uint64_t pos = g->next_pos++;
         evs__rec_finish(dst, seg->salt, pos, saved[i] + 1, g->time_us);
         uint32_t off32 = (uint32_t)(base_off + g->buf.len);
