@@ -1489,9 +1489,8 @@ static void print_verdicts(void)
     printf("\n== SPEC section 8 targets (library rows) ==\n");
     print_rule();
     for (int i = 0; i < nV; i++) print_verdict(&V[i]);
-    printf("[NOT MEASURED] HTTP rows (64 keep-alive clients, 100-event requests, full read over HTTP), 1,000 concurrent\n"
-           "               watchers, and peers on the same machine (Redis Streams appendfsync always, PostgreSQL\n"
-           "               synchronous_commit, SQLite WAL synchronous=FULL): planned in issue #6.\n");
+    printf("[ELSEWHERE   ] HTTP rows (64 keep-alive clients, 100-event requests, full read over HTTP), 1,000 concurrent\n"
+           "               watchers, and the peers (Redis Streams, PostgreSQL, SQLite, NATS JetStream): bench_http.\n");
     print_rule();
     bu_json_arr(&J, "targets");
     for (int i = 0; i < nV; i++) {
@@ -1505,9 +1504,9 @@ static void print_verdicts(void)
     }
     bu_json_end(&J);
     bu_json_arr(&J, "not_measured");
-    bu_json_str(&J, NULL, "HTTP appends and reads (issue #6)");
-    bu_json_str(&J, NULL, "1,000 concurrent watchers (issue #6)");
-    bu_json_str(&J, NULL, "peer comparisons: Redis Streams, PostgreSQL, SQLite (issue #6)");
+    bu_json_str(&J, NULL, "HTTP appends and reads: bench_http (results-http.json)");
+    bu_json_str(&J, NULL, "1,000 concurrent watchers: bench_http");
+    bu_json_str(&J, NULL, "peer comparisons (Redis Streams, PostgreSQL, SQLite, NATS JetStream): bench_http");
     bu_json_end(&J);
 }
 
