@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 DATA       ?= ./data
 SHELL      := /bin/bash
 
-.PHONY: all deps build test test-fast test-asan run torture bench bench-peers bench-quick bench-big fuzz clean
+.PHONY: all deps build test test-fast test-asan run torture bench bench-peers bench-quick bench-big bench-plots fuzz clean
 
 all: build
 
@@ -48,7 +48,8 @@ torture: build
 # Benchmarks print this machine's limits (fsync latency, sequential write
 # bandwidth) beside every figure; see docs/BENCHMARKS.md. BENCH_ARGS passes
 # options through (e.g. BENCH_ARGS='--wait-quiet 300' on a shared machine).
-# Peers (Redis, PostgreSQL, SQLite) are installed for the benchmarks only.
+# Peers (Redis, PostgreSQL, SQLite, NATS) and gnuplot are installed for the
+# benchmarks only.
 bench-peers:
 	@scripts/install-bench-peers
 	@test ! -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) >/dev/null
@@ -56,13 +57,27 @@ bench-peers:
 bench: bench-peers build
 	$(BUILD)/bench/bench_engine $(BENCH_ARGS)
 	$(BUILD)/bench/bench_http $(BENCH_HTTP_ARGS)
+	@$(MAKE) --no-print-directory bench-plots
 
 bench-quick: bench-peers build
 	$(BUILD)/bench/bench_engine --quick $(BENCH_ARGS)
 	$(BUILD)/bench/bench_http --quick $(BENCH_HTTP_ARGS)
 
-bench-big: build
+# The growth curves at 0, 1 M and 10 M events (the docs' images come from this).
+bench-big: bench-peers build
 	$(BUILD)/bench/bench_engine --big $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory bench-plots
+
+# docs/growth-{open,recovery,read,rss}.png from the last bench_engine run's
+# growth.dat (one point per store size it measured: 0 and 1 M for `make
+# bench`, 0, 1 M and 10 M for `make bench-big`).
+GROWTH_DAT ?= $(BUILD)/bench/growth.dat
+PLOT_DIR   ?= docs
+bench-plots:
+	@command -v gnuplot >/dev/null || { echo "bench-plots: gnuplot is not installed (scripts/install-bench-peers)"; exit 1; }
+	@test -f $(GROWTH_DAT) || { echo "bench-plots: $(GROWTH_DAT) is missing: run bench_engine first (make bench)"; exit 1; }
+	gnuplot -e "datafile='$(GROWTH_DAT)'; outdir='$(PLOT_DIR)'" bench/growth.gp
+	@echo "bench-plots: $(PLOT_DIR)/growth-{open,recovery,read,rss}.png from $(GROWTH_DAT)"
 
 # libFuzzer (clang): every tests/fuzz/fuzz_*.c for FUZZ_SECONDS each, starting
 # from its corpus in tests/fuzz/corpus/<name>/. New inputs go to

@@ -17,6 +17,11 @@
  * It prints human tables with the SPEC §8 target beside each figure and
  * MET / NOT MET, and writes everything as JSON (--json FILE).
  *
+ * Growth curves: the store phase also measures an empty store (open, RSS,
+ * kill -9 recovery) and writes one line per store size — 0, then each
+ * store built — to a tab-separated file (--growth FILE, default growth.dat
+ * next to the JSON) that bench/growth.gp plots (make bench-plots).
+ *
  * Uses only <evstore.h>, libc and pthreads. No timing assertion lives in the
  * unit tests; this program is where the numbers are.
  */
@@ -35,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,7 +64,8 @@
 #define READ_N 100u               /* events per stream read */
 #define CRASH_TAIL 260000u        /* events appended after the last checkpoint before kill -9
                                      (just under the default checkpoint_interval of 262,144) */
-#define MAX_SCALES 2
+#define MAX_SCALES 4
+#define EMPTY_NAMES 100000u       /* streams the kill -9 child appends to in the empty store */
 #define MIN_CALLS 300u            /* an append row runs on (up to 3x its time) until this many calls */
 
 /* ------------------------------------------------------------------------ */
@@ -77,6 +84,7 @@ typedef struct config {
     const char *parent;           /* --dir: where the temp dir goes */
     char root[PATH_MAX];          /* our temp dir (removed at the end unless --keep) */
     char json_path[PATH_MAX];     /* --json */
+    char growth_path[PATH_MAX];   /* --growth: the growth curves' data (tab-separated) */
     uint64_t seed;                /* --seed */
     unsigned phases;              /* PH_* bits (--only) */
     int keep;                     /* --keep: leave the data dirs */
@@ -144,6 +152,24 @@ static FILE *Jf;                  /* memstream behind J */
 static char *Jbuf;
 static size_t Jlen;
 static char Self[PATH_MAX];       /* this program, for the RSS probe's exec */
+
+/* One point of the growth curves: a store of `events` events (0 = empty). */
+typedef struct growth_pt {
+    uint64_t events, streams;
+    double build_s;                      /* 0 for the empty store */
+    double open_med_ms, open_min_ms, open_max_ms, open_cold_ms;
+    double kill9_med_ms, kill9_min_ms, kill9_max_ms;
+    uint64_t kill9_tail;                 /* events rescanned (the largest of the rounds) */
+    int kill9_rounds;
+    double long_p50_us, long_p99_us;     /* long stream, 100 events forward (NAN: no streams) */
+    double back_p99_us;                  /* long stream, 100 backward */
+    double short_p50_us, short_p99_us;   /* a whole short stream */
+    double rss_open_mib, rss_peak_mib;   /* fresh process: after open; peak over open + reads + full read */
+    double others_cores;                 /* everything else on the machine during the reads (or the opens) */
+} growth_pt;
+
+static growth_pt G[MAX_SCALES + 1];
+static int nG;
 
 /* ------------------------------------------------------------------------ */
 /* small helpers                                                            */
@@ -893,7 +919,8 @@ static int probe_main(const char *dir, uint64_t events, uint64_t streams, uint64
 {
     scale sc = {events, streams};
     layout l;
-    layout_of(&sc, &l);
+    memset(&l, 0, sizeof l);
+    if (events) layout_of(&sc, &l);       /* an empty store has no stream to read */
     rss_report r = {0};
     bu_reset_hwm();
     r.start = bu_vm_rss_kib();
@@ -908,7 +935,7 @@ static int probe_main(const char *dir, uint64_t events, uint64_t streams, uint64
     bu_rng rng;
     bu_rng_seed(&rng, seed ^ 0x5eed);
     uint64_t t0 = bu_now_ns();
-    while (bu_now_ns() - t0 < 3000000000ull && r.reads < 20000) {
+    while (events && bu_now_ns() - t0 < 3000000000ull && r.reads < 20000) {
         uint64_t k = r.reads++;
         if (k % 3 == 2) read_stream(s, &l, l.nlong + bu_rng_below(&rng, l.nshort), 0, 0);
         else read_stream(s, &l, bu_rng_below(&rng, l.nlong), (int)(k % 3), READ_N);
@@ -1058,9 +1085,123 @@ static void crash_round(const char *dir, const layout *l, uint64_t seed, crash_r
     r->close_ms = ms(bu_now_ns() - c0);
 }
 
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* kill -9 rounds on dir: prints and writes them (JSON array "open_after_kill9"),
+ * fills the growth point's recovery columns; returns the worst reopen (ns). */
+static uint64_t kill9_rounds(const char *dir, const layout *l, growth_pt *g)
+{
+    char b[4][32];
+    printf("open after kill -9 (a child opens the store, appends %s events with EVS_SYNC_NEVER in batches of 1,000, "
+           "then single events until SIGKILL):\n", bu_commas(b[0], 32, CRASH_TAIL));
+    bu_json_arr(&J, "open_after_kill9");
+    uint64_t worst_crash = 0;
+    double t[16];
+    int n = 0;
+    for (int i = 0; i < C.crash_rounds; i++) {
+        crash_report cr;
+        crash_round(dir, l, C.seed + 1000u + (uint64_t)i, &cr);
+        if (cr.open_ns > worst_crash) worst_crash = cr.open_ns;
+        if (n < 16) t[n++] = ms(cr.open_ns);
+        if (cr.tail > g->kill9_tail) g->kill9_tail = cr.tail;
+        printf("  round %d: reopen %s, rescanned %s events after the checkpoint at %s, %s events in the store, "
+               "%" PRIu64 " torn bytes cut; close (checkpoint) %.0f ms   target <= 1 s: %s\n",
+               i + 1, bu_dur(b[0], 32, cr.open_ns), bu_commas(b[1], 32, (double)cr.tail),
+               bu_commas(b[2], 32, (double)cr.child_ckpt), bu_commas(b[3], 32, (double)cr.position), cr.truncated,
+               cr.close_ms, cr.open_ns <= 1000000000ull ? "MET" : "NOT MET");
+        bu_json_obj(&J, NULL);
+        bu_json_num(&J, "open_ms", ms(cr.open_ns));
+        bu_json_int(&J, "tail_events", (int64_t)cr.tail);
+        bu_json_int(&J, "position", (int64_t)cr.position);
+        bu_json_int(&J, "checkpoint_position", (int64_t)cr.child_ckpt);
+        bu_json_int(&J, "truncated_bytes", (int64_t)cr.truncated);
+        bu_json_num(&J, "close_ms", cr.close_ms);
+        bu_json_end(&J);
+        fflush(stdout);
+    }
+    bu_json_end(&J);
+    g->kill9_rounds = n;
+    if (n) {
+        qsort(t, (size_t)n, sizeof t[0], cmp_dbl);
+        g->kill9_min_ms = t[0];
+        g->kill9_med_ms = t[n / 2];
+        g->kill9_max_ms = t[n - 1];
+    } else {
+        g->kill9_min_ms = g->kill9_med_ms = g->kill9_max_ms = NAN;
+    }
+    return worst_crash;
+}
+
+/* The growth curves' first point: an empty store. Open (warm, cold), the
+ * resident memory of a fresh process that opens it, and kill -9 recovery
+ * (the child's 260 k-event tail is all the store holds). */
+static void phase_store_empty(void)
+{
+    char dir[PATH_MAX], b[4][32];
+    path_in(dir, sizeof dir, "store-0");
+    bu_rm_rf(dir);
+    growth_pt *g = &G[nG++];
+    memset(g, 0, sizeof *g);
+    g->long_p50_us = g->long_p99_us = g->back_p99_us = g->short_p50_us = g->short_p99_us = NAN;
+    printf("\n== 3. Stores: the empty store first (the growth curves' point at 0 events) ==\n");
+    bu_json_obj(&J, "empty_store");
+    evs_store *e = NULL;
+    timed_open(dir, &e);                  /* creates it */
+    check(evs_close(e), "evs_close (empty)");
+    /* the opens take milliseconds: sample the others' CPU over one second before them */
+    bu_cpu_snap cs;
+    bu_cpu_use cu;
+    bu_cpu_take(&cs);
+    bu_sleep_ms(1000);
+    bu_cpu_since(&cs, &cu);
+    g->others_cores = cu.other_cores;
+    open_stats es = clean_opens(dir, C.open_reps);
+    g->open_med_ms = ms(es.med);
+    g->open_min_ms = ms(es.min);
+    g->open_max_ms = ms(es.max);
+    int files = bu_drop_cache(dir);
+    uint64_t cold = timed_open(dir, &e);
+    check(evs_close(e), "evs_close (empty, cold)");
+    g->open_cold_ms = ms(cold);
+    printf("open of an empty store: median %s (min %s, max %s); page cache dropped (%d files): %s\n",
+           bu_dur(b[0], 32, es.med), bu_dur(b[1], 32, es.min), bu_dur(b[2], 32, es.max), files, bu_dur(b[3], 32, cold));
+    bu_json_num(&J, "open_median_ms", g->open_med_ms);
+    bu_json_num(&J, "open_min_ms", g->open_min_ms);
+    bu_json_num(&J, "open_max_ms", g->open_max_ms);
+    bu_json_num(&J, "open_cold_cache_ms", g->open_cold_ms);
+    layout l;
+    memset(&l, 0, sizeof l);
+    rss_report rr;
+    run_probe(dir, &l, &rr);
+    g->rss_open_mib = rr.opened / 1024.0;
+    g->rss_peak_mib = rr.after_full_hwm / 1024.0;
+    printf("resident memory (fresh process): before open %.1f MiB; after open %.1f MiB; peak %.1f MiB\n",
+           rr.start / 1024.0, rr.opened / 1024.0, rr.after_full_hwm / 1024.0);
+    bu_json_obj(&J, "rss_kib");
+    bu_json_int(&J, "before_open", (int64_t)rr.start);
+    bu_json_int(&J, "after_open", (int64_t)rr.opened);
+    bu_json_int(&J, "peak", (int64_t)rr.after_full_hwm);
+    bu_json_end(&J);
+    /* the crash child appends to EMPTY_NAMES streams named as a store of that many would name them */
+    l.streams = EMPTY_NAMES;
+    l.nlong = EMPTY_NAMES / 100;
+    l.nshort = EMPTY_NAMES - l.nlong;
+    kill9_rounds(dir, &l, g);
+    bu_json_end(&J);
+    if (!C.keep) bu_rm_rf(dir);
+}
+
 static void phase_store_scale(const scale *sc, int first)
 {
     char dir[PATH_MAX], name[64], b[8][32];
+    growth_pt *g = &G[nG++];
+    memset(g, 0, sizeof *g);
+    g->events = sc->events;
+    g->streams = sc->streams;
     layout l;
     layout_of(sc, &l);
     int at_target = sc->events >= 10000000 && sc->streams >= 1000000;
@@ -1095,6 +1236,7 @@ static void phase_store_scale(const scale *sc, int first)
            (double)disk / (double)l.events);
     printf("  during the build (%.2f us CPU/event): %s\n", cu.self_cores * build_s / (double)l.events * 1e6,
            cpu_str(cb, sizeof cb, &cu));
+    g->build_s = build_s;
     bu_json_num(&J, "build_seconds", build_s);
     bu_json_num(&J, "build_events_per_s", (double)l.events / build_s);
     bu_json_int(&J, "disk_bytes", (int64_t)disk);
@@ -1117,6 +1259,8 @@ static void phase_store_scale(const scale *sc, int first)
     bu_json_int(&J, "peak_after_full_read", (int64_t)rr.after_full_hwm);
     bu_json_int(&J, "stream_reads", (int64_t)rr.reads);
     bu_json_end(&J);
+    g->rss_open_mib = rr.opened / 1024.0;
+    g->rss_peak_mib = rr.after_full_hwm / 1024.0;
     {
         char what[128];
         snprintf(what, sizeof what, "resident memory, %s events in %s streams", bu_commas(b[0], 32, (double)l.events),
@@ -1131,6 +1275,9 @@ static void phase_store_scale(const scale *sc, int first)
     printf("open after a clean close (%d times, page cache warm): min %s  median %s  max %s   target <= 100 ms: %s\n",
            os.n, bu_dur(b[0], 32, os.min), bu_dur(b[1], 32, os.med), bu_dur(b[2], 32, os.max),
            os.med <= 100000000 ? "MET" : "NOT MET");
+    g->open_med_ms = ms(os.med);
+    g->open_min_ms = ms(os.min);
+    g->open_max_ms = ms(os.max);
     bu_json_obj(&J, "open_clean");
     bu_json_int(&J, "runs", os.n);
     bu_json_num(&J, "min_ms", ms(os.min));
@@ -1232,6 +1379,13 @@ static void phase_store_scale(const scale *sc, int first)
            bu_dur(b[0], 32, cold_open));
     bu_json_num(&J, "open_cold_cache_ms", ms(cold_open));
     bu_json_num(&J, "close_ms_after_reads", close_ms);
+    g->open_cold_ms = ms(cold_open);
+    g->long_p50_us = us(bu_hist_quantile(&rows[0].h, 0.5));
+    g->long_p99_us = us(bu_hist_quantile(&rows[0].h, 0.99));
+    g->back_p99_us = us(bu_hist_quantile(&rows[1].h, 0.99));
+    g->short_p50_us = us(bu_hist_quantile(&rows[2].h, 0.5));
+    g->short_p99_us = us(bu_hist_quantile(&rows[2].h, 0.99));
+    g->others_cores = rows[0].cpu.other_cores;
     {
         uint64_t p99 = bu_hist_quantile(&rows[0].h, 0.99), p99b = bu_hist_quantile(&rows[1].h, 0.99);
         uint64_t worst = p99 > p99b ? p99 : p99b;
@@ -1245,46 +1399,11 @@ static void phase_store_scale(const scale *sc, int first)
                     "p99 forward %s, backward %s", bu_dur(b[1], 32, p99), bu_dur(b[2], 32, p99b));
     }
 
-    /* empty store open, once */
-    if (first) {
-        char edir[PATH_MAX];
-        path_in(edir, sizeof edir, "empty");
-        bu_rm_rf(edir);
-        evs_store *e = NULL;
-        timed_open(edir, &e);
-        check(evs_close(e), "evs_close (empty)");
-        open_stats es = clean_opens(edir, C.open_reps);
-        printf("open of an empty store: median %s (min %s, max %s)\n", bu_dur(b[0], 32, es.med), bu_dur(b[1], 32, es.min),
-               bu_dur(b[2], 32, es.max));
-        bu_json_num(&J, "open_empty_median_ms", ms(es.med));
-        if (!C.keep) bu_rm_rf(edir);
-    }
+    /* the empty store's open, measured by phase_store_empty, is also reported with the first store */
+    if (first && nG > 1 && G[0].events == 0) bu_json_num(&J, "open_empty_median_ms", G[0].open_med_ms);
 
     /* kill -9 */
-    printf("open after kill -9 (a child opens the store, appends %s events with EVS_SYNC_NEVER in batches of 1,000, "
-           "then single events until SIGKILL):\n", bu_commas(b[0], 32, CRASH_TAIL));
-    bu_json_arr(&J, "open_after_kill9");
-    uint64_t worst_crash = 0;
-    for (int i = 0; i < C.crash_rounds; i++) {
-        crash_report cr;
-        crash_round(dir, &l, C.seed + 1000u + (uint64_t)i, &cr);
-        if (cr.open_ns > worst_crash) worst_crash = cr.open_ns;
-        printf("  round %d: reopen %s, rescanned %s events after the checkpoint at %s, %s events in the store, "
-               "%" PRIu64 " torn bytes cut; close (checkpoint) %.0f ms   target <= 1 s: %s\n",
-               i + 1, bu_dur(b[0], 32, cr.open_ns), bu_commas(b[1], 32, (double)cr.tail),
-               bu_commas(b[2], 32, (double)cr.child_ckpt), bu_commas(b[3], 32, (double)cr.position), cr.truncated,
-               cr.close_ms, cr.open_ns <= 1000000000ull ? "MET" : "NOT MET");
-        bu_json_obj(&J, NULL);
-        bu_json_num(&J, "open_ms", ms(cr.open_ns));
-        bu_json_int(&J, "tail_events", (int64_t)cr.tail);
-        bu_json_int(&J, "position", (int64_t)cr.position);
-        bu_json_int(&J, "checkpoint_position", (int64_t)cr.child_ckpt);
-        bu_json_int(&J, "truncated_bytes", (int64_t)cr.truncated);
-        bu_json_num(&J, "close_ms", cr.close_ms);
-        bu_json_end(&J);
-        fflush(stdout);
-    }
-    bu_json_end(&J);
+    uint64_t worst_crash = kill9_rounds(dir, &l, g);
     if (C.crash_rounds > 0) {
         char what[128];
         snprintf(what, sizeof what, "open after kill -9, %s events", bu_commas(b[0], 32, (double)l.events));
@@ -1296,11 +1415,69 @@ static void phase_store_scale(const scale *sc, int first)
     if (!C.keep) bu_rm_rf(dir);
 }
 
+/* The growth curves' data: one tab-separated line per store size. */
+static void write_growth(void)
+{
+    FILE *f = fopen(C.growth_path, "w");
+    if (!f) {
+        fprintf(stderr, "bench_engine: cannot write %s: %s\n", C.growth_path, strerror(errno));
+        return;
+    }
+    time_t now = time(NULL);
+    char when[64];
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    fprintf(f, "# bench_engine growth curves: mode %s, %s, engine %s, seed %" PRIu64 ", %ld CPUs, %s on %s\n", C.mode, when,
+            EVS_BENCH_SOURCE, C.seed, M.nproc, M.fstype, M.fsdev);
+    fprintf(f, "# open: evs_open after a clean close (median of %d, page cache warm; cold = after posix_fadvise DONTNEED);\n"
+               "# kill9: the recovering evs_open after SIGKILL of a writer with ~%u events after its last checkpoint\n"
+               "# (median/min/max of %d rounds); reads: one evs_iter over 100 events of a random long stream (p50/p99),\n"
+               "# a whole short stream; rss: a fresh process, after open and peak (open + stream reads + full read);\n"
+               "# others: CPU cores used by other processes during the stream reads (empty store: a 1 s sample before its opens).\n"
+               "# nan = not applicable (an empty store has no stream to read).\n",
+            C.open_reps, CRASH_TAIL, C.crash_rounds);
+    fprintf(f, "# events\tlabel\tstreams\topen_ms\topen_min_ms\topen_max_ms\topen_cold_ms\tkill9_ms\tkill9_min_ms\tkill9_max_ms\t"
+               "kill9_tail\tlong100_p50_us\tlong100_p99_us\tback100_p99_us\tshort_p50_us\tshort_p99_us\trss_open_mib\t"
+               "rss_peak_mib\tothers_cores\tbuild_s\n");
+    for (int i = 0; i < nG; i++) {
+        const growth_pt *g = &G[i];
+        char label[32];
+        if (g->events >= 1000000 && g->events % 1000000 == 0) snprintf(label, sizeof label, "%" PRIu64 " M", g->events / 1000000);
+        else if (g->events >= 1000 && g->events % 1000 == 0) snprintf(label, sizeof label, "%" PRIu64 " k", g->events / 1000);
+        else snprintf(label, sizeof label, "%" PRIu64, g->events);
+        fprintf(f, "%" PRIu64 "\t%s\t%" PRIu64 "\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%" PRIu64
+                   "\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.1f\n",
+                g->events, label, g->streams, g->open_med_ms, g->open_min_ms, g->open_max_ms, g->open_cold_ms,
+                g->kill9_med_ms, g->kill9_min_ms, g->kill9_max_ms, g->kill9_tail, g->long_p50_us, g->long_p99_us,
+                g->back_p99_us, g->short_p50_us, g->short_p99_us, g->rss_open_mib, g->rss_peak_mib, g->others_cores,
+                g->build_s);
+    }
+    if (fclose(f) != 0) fprintf(stderr, "bench_engine: cannot write %s: %s\n", C.growth_path, strerror(errno));
+    else printf("wrote %s (growth curves: make bench-plots)\n", C.growth_path);
+}
+
+/* A store takes ~380 bytes per event on disk (§4.4 of docs/BENCHMARKS.md);
+ * refuse to start one that cannot fit, rather than fill a shared disk. */
+static void check_room(void)
+{
+    uint64_t need = 0;
+    for (int i = 0; i < C.nscales; i++)
+        if (C.scales[i].events * 420u > need) need = C.scales[i].events * 420u;   /* the largest, + 10 % */
+    struct statvfs sv;
+    if (statvfs(C.root, &sv) != 0) return;
+    uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
+    if (need > have)
+        die("the largest store needs ~%.1f GB and %s has %.1f GB free: choose smaller --sizes or another --dir",
+            (double)need / 1e9, C.root, (double)have / 1e9);
+}
+
 static void phase_store(void)
 {
+    check_room();
+    phase_store_empty();
     bu_json_arr(&J, "stores");
     for (int i = 0; i < C.nscales; i++) phase_store_scale(&C.scales[i], i == 0);
     bu_json_end(&J);
+    write_growth();
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1312,9 +1489,8 @@ static void print_verdicts(void)
     printf("\n== SPEC section 8 targets (library rows) ==\n");
     print_rule();
     for (int i = 0; i < nV; i++) print_verdict(&V[i]);
-    printf("[NOT MEASURED] HTTP rows (64 keep-alive clients, 100-event requests, full read over HTTP), 1,000 concurrent\n"
-           "               watchers, and peers on the same machine (Redis Streams appendfsync always, PostgreSQL\n"
-           "               synchronous_commit, SQLite WAL synchronous=FULL): planned in issue #6.\n");
+    printf("[ELSEWHERE   ] HTTP rows (64 keep-alive clients, 100-event requests, full read over HTTP), 1,000 concurrent\n"
+           "               watchers, and the peers (Redis Streams, PostgreSQL, SQLite, NATS JetStream): bench_http.\n");
     print_rule();
     bu_json_arr(&J, "targets");
     for (int i = 0; i < nV; i++) {
@@ -1328,9 +1504,9 @@ static void print_verdicts(void)
     }
     bu_json_end(&J);
     bu_json_arr(&J, "not_measured");
-    bu_json_str(&J, NULL, "HTTP appends and reads (issue #6)");
-    bu_json_str(&J, NULL, "1,000 concurrent watchers (issue #6)");
-    bu_json_str(&J, NULL, "peer comparisons: Redis Streams, PostgreSQL, SQLite (issue #6)");
+    bu_json_str(&J, NULL, "HTTP appends and reads: bench_http (results-http.json)");
+    bu_json_str(&J, NULL, "1,000 concurrent watchers: bench_http");
+    bu_json_str(&J, NULL, "peer comparisons (Redis Streams, PostgreSQL, SQLite, NATS JetStream): bench_http");
     bu_json_end(&J);
 }
 
@@ -1341,6 +1517,9 @@ static void usage(FILE *f)
             "                    [--only limits,append,store] [--seconds S] [--keep]\n"
             "  --quick       small sizes, about 45 s\n"
             "  --big         adds a 10 M event / 1 M stream store (needs ~5 GB and several minutes)\n"
+            "  --sizes LIST  the stores to build instead, in events (k and M suffixes; streams = events / 10),\n"
+            "                e.g. 1M,10M,100M (100 M needs ~40 GB and, on 2 CPUs, an hour or more); up to %d\n"
+            "  --growth FILE the growth curves' data (default: growth.dat next to the JSON)\n"
             "  --dir DIR     where the temporary data directory goes (default $TMPDIR or /tmp);\n"
             "                the machine limits are measured in the same place\n"
             "  --json FILE   machine-readable results (default: results.json next to this binary)\n"
@@ -1351,7 +1530,8 @@ static void usage(FILE *f)
             "                run only the matching append rows (for profiling)\n"
             "  --keep        leave the data directories behind\n"
             "  --wait-quiet S  before starting, wait up to S seconds until other processes use\n"
-            "                < 0.25 CPU (this machine may be shared; every row reports contention)\n");
+            "                < 0.25 CPU (this machine may be shared; every row reports contention)\n",
+            MAX_SCALES);
 }
 
 static void default_json_path(void)
@@ -1369,9 +1549,29 @@ static void default_json_path(void)
         snprintf(C.json_path, sizeof C.json_path, "results.json");
 }
 
+/* "1M,10M,100M" -> scales (streams = events / 10). Returns how many, or -1. */
+static int parse_sizes(const char *v, scale *out, int max)
+{
+    int n = 0;
+    while (*v) {
+        char *end;
+        unsigned long long x = strtoull(v, &end, 10);
+        if (end == v) return -1;
+        if (*end == 'k' || *end == 'K') { x *= 1000ull; end++; }
+        else if (*end == 'M' || *end == 'm') { x *= 1000000ull; end++; }
+        if (x < 10000 || x > 4000000000ull || n == max) return -1;   /* streams are counted in 32 bits */
+        out[n++] = (scale){x, x / 10};
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        v = end;
+    }
+    return n;
+}
+
 static void parse_args(int argc, char **argv)
 {
     int quick = 0, big = 0;
+    const char *sizes = NULL;
     double secs = 0;
     C.seed = 42;
     C.phases = PH_ALL;
@@ -1387,6 +1587,8 @@ static void parse_args(int argc, char **argv)
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
         else if (v && !strcmp(a, "--dir")) { C.parent = v; i++; }
         else if (v && !strcmp(a, "--json")) { snprintf(C.json_path, sizeof C.json_path, "%s", v); i++; }
+        else if (v && !strcmp(a, "--growth")) { snprintf(C.growth_path, sizeof C.growth_path, "%s", v); i++; }
+        else if (v && !strcmp(a, "--sizes")) { sizes = v; i++; }
         else if (v && !strcmp(a, "--seed")) { C.seed = strtoull(v, NULL, 0); i++; }
         else if (v && !strcmp(a, "--seconds")) { secs = strtod(v, NULL); i++; }
         else if (v && !strcmp(a, "--sync")) {
@@ -1439,6 +1641,22 @@ static void parse_args(int argc, char **argv)
         }
     }
     if (secs > 0) C.append_secs = secs;
+    if (sizes && (C.nscales = parse_sizes(sizes, C.scales, MAX_SCALES)) <= 0) {
+        fprintf(stderr, "bench_engine: --sizes wants up to %d sizes of 10k .. 4000M events, e.g. 1M,10M,100M\n", MAX_SCALES);
+        exit(2);
+    }
+    if (!C.growth_path[0]) {
+        /* next to the JSON */
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", C.json_path);
+        char *slash = strrchr(dir, '/');
+        if (slash) {
+            *slash = 0;
+            if (snprintf(C.growth_path, sizeof C.growth_path, "%s/growth.dat", dir) >= (int)sizeof C.growth_path)
+                snprintf(C.growth_path, sizeof C.growth_path, "growth.dat");
+        } else
+            snprintf(C.growth_path, sizeof C.growth_path, "growth.dat");
+    }
 }
 
 int main(int argc, char **argv)

@@ -19,13 +19,17 @@
  * Peers (scripts/install-bench-peers installs them; each is optional at
  * build time and at run time): Redis Streams (appendfsync always, then
  * everysec), PostgreSQL (synchronous_commit=on), SQLite (WAL,
- * synchronous=FULL, in process). They run on loopback from temporary
+ * synchronous=FULL, in process), NATS JetStream (file storage; its 2.9
+ * server acks after write() and fsyncs every 2 minutes, so its append rows
+ * are set against a second evstored run with the same durability,
+ * `--fsync interval:120000`, labelled evstore-interval; appends and the full
+ * read only, see peers/nats.c). They run on loopback from temporary
  * directories as our children; nothing of the system's own services is
  * touched. Every figure carries the server's CPU time per event, its memory,
  * and the CPU the client and everything else used meanwhile (the machine is
  * shared).
  *
- * Usage: bench_http [--quick] [--json FILE] [--peers redis,postgres,sqlite|none]
+ * Usage: bench_http [--quick] [--json FILE] [--peers redis,postgres,sqlite,nats|none]
  *        [--only single,open,batch,fill,fullread,streams,watch,mixed] ... (--help)
  */
 #include <ctype.h>
@@ -99,7 +103,9 @@ static void usage(FILE *f)
             "  --dir DIR             where the temporary data directories go (default $TMPDIR or /tmp);\n"
             "                        the machine limits are measured there too\n"
             "  --evstored PATH       the server to measure (default %s)\n"
-            "  --peers LIST          redis,postgres,sqlite (default: those built in) or none\n"
+            "  --peers LIST          redis,postgres,sqlite,nats (default: those built in) or none;\n"
+            "                        nats also starts a second evstored with --fsync interval:120000\n"
+            "                        (JetStream 2.9's durability) for its rows to be compared with\n"
             "  --only LIST           single,open,batch,fill,fullread,streams,watch,mixed\n"
             "  --clients LIST        single-append client counts (default 1,16,64,256)\n"
             "  --batches LIST        events per request (default 10,100,1000)\n"
@@ -571,7 +577,9 @@ static void e_stop(bh_sys *s)
     s->priv = NULL;
 }
 
-static int evstore_start(bh_sys *s, const char *dir, char *why, size_t whylen)
+/* fsync: evstored's --fsync value ("always" for the main system; the one
+ * matching a peer's durability for a second instance). */
+static int evstore_start(bh_sys *s, const char *dir, const char *fsync, char *why, size_t whylen)
 {
     if (access(O.evstored, X_OK) != 0) {
         snprintf(why, whylen, "%s is not built (cmake --build build --target evstored)", O.evstored);
@@ -586,7 +594,7 @@ static int evstore_start(bh_sys *s, const char *dir, char *why, size_t whylen)
     for (int attempt = 0; attempt < 5 && !s->pid; attempt++) {
         p->port = bh_free_port();
         snprintf(listen, sizeof listen, "127.0.0.1:%d", p->port);
-        char *argv[] = {(char *)O.evstored, "--data", p->dir, "--listen", listen, "--fsync", "always", "--threads",
+        char *argv[] = {(char *)O.evstored, "--data", p->dir, "--listen", listen, "--fsync", (char *)fsync, "--threads",
                         threads, "--max-connections", "4096", "--log-level", "warn", NULL};
         pid_t pid = bh_spawn(argv, log, NULL);
         if (pid < 0) break;
@@ -615,7 +623,7 @@ static int evstore_start(bh_sys *s, const char *dir, char *why, size_t whylen)
     s->fill = e_fill;
     s->full_read = e_full_read;
     s->stop = e_stop;
-    snprintf(s->config, sizeof s->config, "evstored --fsync always --threads %d (libmicrohttpd, epoll)", O.server_threads);
+    snprintf(s->config, sizeof s->config, "evstored --fsync %s --threads %d (libmicrohttpd, epoll)", fsync, O.server_threads);
     return 0;
 }
 
@@ -1237,10 +1245,39 @@ static uint32_t g_rstreams;
 typedef struct sysent {
     bh_sys s;
     char label[24];
+    int appends_only;                      /* only the append workloads (single, open, batch) */
 } sysent;
 
-static sysent g_sys[4];
+static sysent g_sys[8];
 static int g_nsys;
+
+/* JetStream 2.9 acknowledges after write() and fsyncs every 2 minutes: its
+ * append rows are compared with a second evstored of the same durability. */
+#define EVS_INTERVAL_LABEL "evstore-interval"
+#define EVS_INTERVAL_FSYNC "interval:120000"
+
+/* Systems or workloads not run, and why (for the JSON). */
+static char g_skipped[2048] = "";
+
+static void add_skipped(const char *sys, const char *workloads, const char *why)
+{
+    size_t l = strlen(g_skipped);
+    char w[600];
+    size_t o = 0;
+    for (const char *c = why; *c && o + 2 < sizeof w; c++) {   /* the reasons are plain text; keep JSON valid */
+        if (*c == '"' || *c == '\\') w[o++] = '\\';
+        w[o++] = *c;
+    }
+    w[o] = 0;
+    snprintf(g_skipped + l, sizeof g_skipped - l, "%s{\"system\":\"%s\",\"workloads\":\"%s\",\"why\":\"%s\"}",
+             l ? "," : "", sys, workloads, w);
+}
+
+/* Skip a workload that reads streams on a system that has no such request. */
+static int no_stream_reads(int k)
+{
+    return g_sys[k].appends_only || (!g_sys[k].s.inproc && !g_sys[k].s.issue_read);
+}
 
 /* A short fsync probe (30 x 4 KiB append + fdatasync) right before each append
  * row: the disk as that row saw it. */
@@ -1299,7 +1336,7 @@ static void single_group(int clients, int first)
             stamp_fsync(r);
             snprintf(r->cfg, sizeof r->cfg, s->inproc ? "1 writer (in process)" : "%d client%s", cl, cl == 1 ? "" : "s");
             run_row(r, &w, cl, 0, 0);
-            if (!strcmp(s->name, "evstore") && cl == 64 && !O.open_rate) g_open_rate = r->ev_s / 2;
+            if (!strcmp(g_sys[k].label, "evstore") && cl == 64 && !O.open_rate) g_open_rate = r->ev_s / 2;
         }
         if (modes == 2) bh_redis_set_fsync(s, 1);
     }
@@ -1332,7 +1369,8 @@ static void batch_group(int batch)
             if (modes == 2) bh_redis_set_fsync(s, m == 0);
             row *r = new_row("batch", !strcmp(s->name, "redis") ? (m == 0 ? "redis-always" : "redis-everysec") : g_sys[k].label);
             stamp_fsync(r);
-            snprintf(r->cfg, sizeof r->cfg, s->inproc ? "%d/request, 1 writer" : "%d/request, %d clients", batch, cl);
+            if (!strcmp(s->name, "nats")) snprintf(r->cfg, sizeof r->cfg, "%d pipelined (not atomic), %d clients", batch, cl);
+            else snprintf(r->cfg, sizeof r->cfg, s->inproc ? "%d/request, 1 writer" : "%d/request, %d clients", batch, cl);
             run_row(r, &w, cl, 0, 0);
         }
         if (modes == 2) bh_redis_set_fsync(s, 1);
@@ -1343,6 +1381,7 @@ static void fill_group(void)
 {
     for (int k = 0; k < g_nsys && !g_stop; k++) {
         bh_sys *s = &g_sys[k].s;
+        if (g_sys[k].appends_only) continue;
         row *r = new_row("fill", !strcmp(s->name, "redis") ? "redis-always" : g_sys[k].label);
         stamp_fsync(r);
         snprintf(r->cfg, sizeof r->cfg, "%llu events, 1,000/request, %u streams", (unsigned long long)O.fill, g_rstreams);
@@ -1362,6 +1401,7 @@ static void fill_group(void)
         scopy(r->note, sizeof r->note, !strcmp(s->name, "evstore") ? "POST /events (multi-stream, atomic), durable" :
               !strcmp(s->name, "redis") ? "pipelined XADD (not atomic), 1,000 per round trip" :
               !strcmp(s->name, "postgres") ? "multi-row INSERT, versions assigned by the loader" :
+              !strcmp(s->name, "nats") ? "1,000 pipelined publishes per round trip (not atomic), acked after write(), no fsync" :
               "1,000 INSERTs per transaction");
         print_row_line(r);
     }
@@ -1371,6 +1411,7 @@ static void fullread_group(int pass)
 {
     for (int k = 0; k < g_nsys && !g_stop; k++) {
         bh_sys *s = &g_sys[k].s;
+        if (g_sys[k].appends_only) continue;
         row *r = new_row("fullread", !strcmp(s->name, "redis") ? "redis-always" : g_sys[k].label);
         snprintf(r->cfg, sizeof r->cfg, "whole log, pass %d", pass);
         snap a, b;
@@ -1397,6 +1438,7 @@ static void streams_group(void)
 {
     for (int k = 0; k < g_nsys && !g_stop; k++) {
         bh_sys *s = &g_sys[k].s;
+        if (no_stream_reads(k)) continue;
         workload w = {.sys = s, .op = OP_READ, .limit = 100, .rprefix = READ_PREFIX, .rstreams = g_rstreams};
         row *r = new_row("streams", !strcmp(s->name, "redis") ? "redis-always" : g_sys[k].label);
         int cl = s->inproc ? 1 : 16;
@@ -1409,6 +1451,7 @@ static void mixed_group(void)
 {
     for (int k = 0; k < g_nsys && !g_stop; k++) {
         bh_sys *s = &g_sys[k].s;
+        if (no_stream_reads(k)) continue;
         workload w = {.sys = s, .op = OP_MIXED, .batch = 1, .limit = 10, .backward = 1, .read_pct = 80,
                       .rprefix = READ_PREFIX, .rstreams = g_rstreams};
         snprintf(w.tag, sizeof w.tag, "m");
@@ -1435,14 +1478,28 @@ static const row *find_row(const char *wl, const char *sys, int clients, int bat
     return NULL;
 }
 
+/* The evstore system a peer row is compared with: evstore (--fsync always),
+ * except NATS's append rows, which are set against evstore-interval (the
+ * same durability: acknowledged after write(), fsync on a timer). NULL for
+ * evstore's own rows. */
+static const char *evstore_label_for(const row *r)
+{
+    if (!strncmp(r->sys, "evstore", 7)) return NULL;
+    if (!strcmp(r->sys, "nats") && (!strcmp(r->wl, "single") || !strcmp(r->wl, "open") || !strcmp(r->wl, "batch")))
+        return EVS_INTERVAL_LABEL;
+    return "evstore";
+}
+
 /* The evstore row a peer row compares with: same workload and parameters
  * (SQLite's single writer is set against evstore's 1 client). */
 static const row *evstore_peer_of(const row *r)
 {
-    if (!strcmp(r->wl, "fullread")) return find_row("fullread", "evstore", -1, -1, r->extra);
-    if (!strcmp(r->wl, "single")) return find_row(r->wl, "evstore", r->clients, -1, -1);
+    const char *ev = evstore_label_for(r);
+    if (!ev) return NULL;
+    if (!strcmp(r->wl, "fullread")) return find_row("fullread", ev, -1, -1, r->extra);
+    if (!strcmp(r->wl, "single")) return find_row(r->wl, ev, r->clients, -1, -1);
     /* batch, fill, open, streams, mixed: one client count per workload (SQLite's single thread included) */
-    return find_row(r->wl, "evstore", -1, !strcmp(r->wl, "batch") ? r->batch : -1, -1);
+    return find_row(r->wl, ev, -1, !strcmp(r->wl, "batch") ? r->batch : -1, -1);
 }
 
 static const char *wl_title(const char *wl)
@@ -1484,7 +1541,7 @@ static void print_tables(void)
         for (size_t i = 0; i < g_nrows; i++) {
             const row *r = &g_rows[i];
             if (strcmp(r->wl, wl)) continue;
-            const row *ev = strcmp(r->sys, "evstore") ? evstore_peer_of(r) : NULL;
+            const row *ev = evstore_peer_of(r);
             char ratio[48] = "—", cores[48], fails[48];
             snprintf(cores, sizeof cores, "%.2f / %.2f / %.2f", r->srv_cores, r->cli_cores, r->oth_cores);
             snprintf(fails, sizeof fails, "%llu%s", (unsigned long long)(r->failed + r->conn_errors),
@@ -1535,6 +1592,10 @@ static void print_tables(void)
             }
             if (r->note[0]) printf("\n- %s, %s: %s", r->sys, r->cfg, r->note);
         }
+        if (find_row(wl, "nats", -1, -1, -1) && (!strcmp(wl, "single") || !strcmp(wl, "open") || !strcmp(wl, "batch")))
+            printf("\n- nats: \"evstore ÷ this\" is %s ÷ nats: both acknowledge after write() and fsync on a timer "
+                   "(JetStream 2.9: every 2 min, hard-coded; evstored --fsync %s), unlike the --fsync always rows",
+                   EVS_INTERVAL_LABEL, EVS_INTERVAL_FSYNC);
         printf("\n");
     }
 }
@@ -1652,10 +1713,10 @@ static void write_json(const char *path, const char *configs)
                "\"seq_write_no_sync_mb_s\": %.1f, \"seq_final_sync_s\": %.3f, \"page_cache_read_mb_s\": %.1f},\n",
             (unsigned long long)M.fsync_p50, (unsigned long long)M.fsync_p99, (unsigned long long)M.fsync_p999,
             (unsigned long long)M.fsync_max, M.fsync_mean, M.seq_mb_s, M.seq_write_mb_s, M.seq_sync_s, M.cache_read_mb_s);
-    fprintf(f, "  \"systems\": %s,\n  \"rows\": [\n", configs);
+    fprintf(f, "  \"systems\": %s,\n  \"skipped\": [%s],\n  \"rows\": [\n", configs, g_skipped);
     for (size_t i = 0; i < g_nrows; i++) {
         const row *r = &g_rows[i];
-        const row *ev = strcmp(r->sys, "evstore") ? evstore_peer_of(r) : NULL;
+        const row *ev = evstore_peer_of(r);
         fprintf(f, "    {\"workload\": ");
         json_str(f, r->wl);
         fprintf(f, ", \"system\": ");
@@ -1683,7 +1744,8 @@ static void write_json(const char *path, const char *configs)
         if (r->fs_p50) fprintf(f, ", \"fsync_now_p50_ns\": %llu, \"fsync_now_mean_ns\": %.0f", (unsigned long long)r->fs_p50, r->fs_mean);
         if (r->ev_per_fsync > 0)
             fprintf(f, ", \"events_per_fsync\": %.2f, \"fsyncs_per_s\": %.1f", r->ev_per_fsync, r->fsync_s);
-        if (ev && ev->ev_s > 0 && r->ev_s > 0) fprintf(f, ", \"evstore_ratio\": %.3f", ev->ev_s / r->ev_s);
+        if (ev && ev->ev_s > 0 && r->ev_s > 0)
+            fprintf(f, ", \"evstore_ratio\": %.3f, \"evstore_ratio_against\": \"%s\"", ev->ev_s / r->ev_s, ev->sys);
         if (r->p99 && M.fsync_p99 && strcmp(r->wl, "fullread") && strcmp(r->wl, "streams"))
             fprintf(f, ", \"p99_over_fsync_p99\": %.3f", (double)r->p99 / (double)M.fsync_p99);
         if (r->threads[0]) {
@@ -1744,8 +1806,8 @@ static int parse_args(int argc, char **argv)
     O.max_seconds = 900;
     O.user = "evsbench";
     O.seed = 42;
-    snprintf(O.peers, sizeof O.peers, "%s%s%s", bh_redis_available() ? "redis," : "", bh_pg_available() ? "postgres," : "",
-             bh_sqlite_available() ? "sqlite," : "");
+    snprintf(O.peers, sizeof O.peers, "%s%s%s%s", bh_redis_available() ? "redis," : "", bh_pg_available() ? "postgres," : "",
+             bh_sqlite_available() ? "sqlite," : "", bh_nats_available() ? "nats," : "");
     int fill_set = 0, clients_set = 0, batches_set = 0, rates_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1870,7 +1932,7 @@ int main(int argc, char **argv)
     /* ---- start every system ---- */
     sysent *e = &g_sys[g_nsys];
     snprintf(dir, sizeof dir, "%s/evstore", g_base);
-    if (evstore_start(&e->s, dir, why, sizeof why) != 0) {
+    if (evstore_start(&e->s, dir, "always", why, sizeof why) != 0) {
         fprintf(stderr, "bench_http: %s\n", why);
         bh_children_kill();
         if (!O.keep) bh_rm_rf(g_base);
@@ -1882,7 +1944,10 @@ int main(int argc, char **argv)
     if (peer_wanted("redis")) {
         e = &g_sys[g_nsys];
         snprintf(dir, sizeof dir, "%s/redis", g_base);
-        if (bh_redis_start(&e->s, dir, 1, why, sizeof why) != 0) printf("== redis: skipped: %s\n", why);
+        if (bh_redis_start(&e->s, dir, 1, why, sizeof why) != 0) {
+            printf("== redis: skipped: %s\n", why);
+            add_skipped("redis", "all", why);
+        }
         else {
             scopy(e->label, sizeof e->label, "redis");
             printf("== redis: %s, pid %d (rows: redis-always, and redis-everysec by CONFIG SET)\n", e->s.config, (int)e->s.pid);
@@ -1893,7 +1958,10 @@ int main(int argc, char **argv)
         e = &g_sys[g_nsys];
         snprintf(dir, sizeof dir, "%s/postgres", g_base);
         printf("== postgres: initdb ...\n");
-        if (bh_pg_start(&e->s, dir, O.user, why, sizeof why) != 0) printf("== postgres: skipped: %s\n", why);
+        if (bh_pg_start(&e->s, dir, O.user, why, sizeof why) != 0) {
+            printf("== postgres: skipped: %s\n", why);
+            add_skipped("postgres", "all", why);
+        }
         else {
             scopy(e->label, sizeof e->label, "postgres");
             printf("== postgres: %s, pid %d\n", e->s.config, (int)e->s.pid);
@@ -1903,10 +1971,43 @@ int main(int argc, char **argv)
     if (peer_wanted("sqlite")) {
         e = &g_sys[g_nsys];
         snprintf(dir, sizeof dir, "%s/sqlite", g_base);
-        if (bh_sqlite_start(&e->s, dir, why, sizeof why) != 0) printf("== sqlite: skipped: %s\n", why);
-        else {
+        if (bh_sqlite_start(&e->s, dir, why, sizeof why) != 0) {
+            printf("== sqlite: skipped: %s\n", why);
+            add_skipped("sqlite", "all", why);
+        } else {
             scopy(e->label, sizeof e->label, "sqlite");
             printf("== sqlite: %s\n", e->s.config);
+            g_nsys++;
+        }
+    }
+    if (peer_wanted("nats") && !g_stop) {
+        /* evstore with JetStream 2.9's durability first (its rows run right before NATS's) */
+        sysent *ei = &g_sys[g_nsys];
+        snprintf(dir, sizeof dir, "%s/%s", g_base, EVS_INTERVAL_LABEL);
+        int have_ei = evstore_start(&ei->s, dir, EVS_INTERVAL_FSYNC, why, sizeof why) == 0;
+        if (!have_ei) printf("== %s: not started (%s): NATS rows will have no evstore ratio\n", EVS_INTERVAL_LABEL, why);
+        else {
+            scopy(ei->label, sizeof ei->label, EVS_INTERVAL_LABEL);
+            ei->appends_only = 1;
+            g_nsys++;
+        }
+        e = &g_sys[g_nsys];
+        snprintf(dir, sizeof dir, "%s/nats", g_base);
+        if (bh_nats_start(&e->s, dir, why, sizeof why) != 0) {
+            printf("== nats: skipped: %s\n", why);
+            add_skipped("nats", "all", why);
+            if (have_ei) {                 /* it was only there to be compared with NATS */
+                g_nsys--;
+                ei->s.stop(&ei->s);
+            }
+        } else {
+            scopy(e->label, sizeof e->label, "nats");
+            if (have_ei)
+                printf("== %s: %s, pid %d (append rows only, compared with NATS)\n", EVS_INTERVAL_LABEL, ei->s.config,
+                       (int)ei->s.pid);
+            printf("== nats: %s, pid %d (appends and the full read; no stream reads)\n", e->s.config, (int)e->s.pid);
+            add_skipped("nats", "streams,mixed", "JetStream 2.9 has no request returning N messages of one subject "
+                                                 "(it takes a consumer per read, or one direct get per message)");
             g_nsys++;
         }
     }
@@ -1914,7 +2015,7 @@ int main(int argc, char **argv)
         size_t cl = strlen(configs);
         const char *cfg = g_sys[k].s.config;
         if (!strcmp(g_sys[k].s.name, "redis")) cfg = "redis-server 7, AOF on (appendfsync always; everysec rows by CONFIG SET), auto AOF rewrite off, no RDB";
-        snprintf(configs + cl, sizeof configs - cl, "%s{\"system\":\"%s\",\"config\":\"%s\"}", k ? "," : "", g_sys[k].s.name, cfg);
+        snprintf(configs + cl, sizeof configs - cl, "%s{\"system\":\"%s\",\"config\":\"%s\"}", k ? "," : "", g_sys[k].label, cfg);
     }
     printf("\n");
     /* ---- each workload on every system, back to back ---- */

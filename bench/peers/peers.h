@@ -4,13 +4,14 @@
  * time and memory from /proc, and the benchmark's events.
  *
  * A system is either a server reached over loopback TCP (evstore, Redis,
- * PostgreSQL), driven by the epoll engine of loadgen.h through its
+ * PostgreSQL, NATS JetStream), driven by the epoll engine of loadgen.h through its
  * issue_*()/on_io() functions, or a library running in this process
  * (SQLite), driven through its *_sync() functions by one thread.
  *
  * Streams: an append names a stream; each system stores the event in its own
  * idea of one (evstore: the stream; Redis: one stream key per name;
- * PostgreSQL/SQLite: rows of an events table with unique (stream, version)).
+ * PostgreSQL/SQLite: rows of an events table with unique (stream, version);
+ * NATS: the subject "ev.<stream>" of one JetStream stream).
  */
 #ifndef EVS_BENCH_PEERS_H
 #define EVS_BENCH_PEERS_H
@@ -65,7 +66,7 @@ int bh_glob_last(const char *pattern, char *out, size_t cap);
 /* ---- systems ---- */
 typedef struct bh_sys bh_sys;
 struct bh_sys {
-    const char *name;                      /* "evstore", "redis", "postgres", "sqlite" */
+    const char *name;                      /* "evstore", "redis", "postgres", "sqlite", "nats" */
     char config[160];                      /* how it runs, for the tables */
     int inproc;                            /* 1: a library in this process, one thread */
     pid_t pid;                             /* the server (0: in process) */
@@ -77,7 +78,7 @@ struct bh_sys {
     int (*conn_open)(bh_sys *s, lg_conn *c);                       /* c->fd set, non-blocking */
     void (*conn_close)(bh_sys *s, lg_conn *c);
     int (*issue_append)(bh_sys *s, lg_conn *c, const char *stream, int nev);
-    int (*issue_read)(bh_sys *s, lg_conn *c, const char *stream, int limit, int backward);
+    int (*issue_read)(bh_sys *s, lg_conn *c, const char *stream, int limit, int backward);  /* NULL: no stream reads */
     int (*on_io)(bh_sys *s, lg_conn *c, unsigned events);          /* c->nevents = events read */
 
     /* in process */
@@ -101,9 +102,13 @@ int bh_redis_start(bh_sys *s, const char *dir, int appendfsync_always, char *why
 int bh_redis_set_fsync(bh_sys *s, int always);
 int bh_pg_start(bh_sys *s, const char *dir, const char *user, char *why, size_t whylen);
 int bh_sqlite_start(bh_sys *s, const char *dir, char *why, size_t whylen);
+/** NATS JetStream (nats-server -js, one file-storage stream): appends and full reads only
+ *  (issue_read is NULL: JetStream 2.9 has no "N messages of one subject" request). */
+int bh_nats_start(bh_sys *s, const char *dir, char *why, size_t whylen);
 /** Which peers this build can drive (compiled in). */
 int bh_redis_available(void);
 int bh_pg_available(void);
 int bh_sqlite_available(void);
+int bh_nats_available(void);
 
 #endif
