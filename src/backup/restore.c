@@ -624,6 +624,9 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
             prev_last = m.last;
             snprintf(store_id, sizeof store_id, "%s", m.store_id);
             info->created_us = m.created_us;
+            evs_progress pg = {"extract", done, total, w.events, events_total};
+            if (bo.progress && bo.progress(bo.progress_ctx, &pg) != 0)
+                rc = evs__bk_fail(&lg, info, -ECANCELED, "restore cancelled");
         }
         wr_reset(&w);
         rd_close(&r);
