@@ -180,7 +180,7 @@ static int seg_damage(bk_ctx *k, bk_seg *b, uint64_t off, const char *what)
 static int check_segment(bk_ctx *k, bk_seg *b)
 {
     evs_segment *g = b->g;
-    uint64_t buf_off = 0, cur = 0, pos = b->first;
+    uint64_t buf_off = 0, cur = 0, pos = b->first, unreported = 0;
     size_t have = 0;
     int last_commit = 1, rc;
     XXH3_64bits_reset(k->xs);
@@ -210,6 +210,9 @@ static int check_segment(bk_ctx *k, bk_seg *b)
             k->events++;
             last_commit = (rec.flags & EVS_REC_COMMIT) != 0;
         }
+        /* progress after the records of the chunk read last are counted */
+        if (unreported && (rc = report(k, unreported)) != 0) return rc;
+        unreported = 0;
         if (cur == b->end) break;
         /* keep the unparsed tail, read the next chunk behind it */
         uint64_t keep_from = cur ? cur : buf_off;
@@ -223,7 +226,7 @@ static int check_segment(bk_ctx *k, bk_seg *b)
         if ((rc = read_exact(k, b, have, next, want)) != 0) return rc;
         XXH3_64bits_update(k->xs, k->buf + have, want);
         have += want;
-        if ((rc = report(k, want)) != 0) return rc;
+        unreported = want;
     }
     if (pos != b->last + 1)
         return seg_damage(k, b, cur, "segment holds fewer positions than the snapshot says");

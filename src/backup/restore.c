@@ -719,6 +719,17 @@ out:
     return rc;
 }
 
+/* evs_backup_inspect counts the positions of the files it has checked. */
+typedef struct ins_count { uint64_t since, events; } ins_count;
+
+static int ins_end(void *ctx, const evs_bk_file *f)
+{
+    ins_count *c = ctx;
+    uint64_t e = f->last > c->since ? f->last - c->since : 0;
+    if (e > c->events) c->events = e;
+    return 0;
+}
+
 int evs_backup_inspect(const char *archive, const evs_options *opt, int full, const evs_backup_options *bopt,
                        evs_backup_info *info)
 {
@@ -749,11 +760,15 @@ int evs_backup_inspect(const char *archive, const evs_options *opt, int full, co
     r.bopt = &bo;
     r.phase = "check";
     r.done = &done;
-    file_sink fs = {NULL, NULL, NULL, NULL};
+    ins_count cnt = {0, 0};
+    file_sink fs = {NULL, NULL, ins_end, &cnt};
+    r.events = &cnt.events;
     int rc = rd_open(&r);
     r.total = r.fsize;
     if (rc == 0) rc = rd_manifest(&r, &m);
     if (rc == 0) {
+        cnt.since = m.since;
+        r.events_total = m.last - m.since;
         info->since = m.since;
         info->first_position = m.first;
         info->last_position = m.last;
@@ -762,6 +777,11 @@ int evs_backup_inspect(const char *archive, const evs_options *opt, int full, co
         info->created_us = m.created_us;
         snprintf(info->store_id, sizeof info->store_id, "%s", m.store_id);
         if (full) rc = rd_files(&r, &m, &fs);
+        evs_progress pg = {r.phase, done, r.total, cnt.events, r.events_total};
+        if (rc == 0 && full && bo.progress && bo.progress(bo.progress_ctx, &pg) != 0) {
+            r.rc = rc = -ECANCELED;
+            snprintf(r.err, sizeof r.err, "cancelled");
+        }
     }
     info->archive_bytes = full && rc == 0 ? r.fsize : done;
     if (rc) evs__bk_fail(&lg, info, r.rc ? r.rc : rc, "%s: %s", archive, r.err[0] ? r.err : evs_strerror(rc));
