@@ -59,7 +59,7 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *arg)
         off += (size_t)w;
     }
     d->received += n;
-    if (d->progress) progress_update(d->progress, d->received >> 10, d->received);
+    if (d->progress) progress_update(d->progress, 0, d->received);
     return n;
 }
 

@@ -44,21 +44,33 @@ typedef struct prog {
     int allow;                 /* draw at all (stderr a terminal, stdout not the same) */
 } prog;
 
-static int on_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
+/* The label of a phase: evs_restore ends with evs_verify's phases. */
+static void phase_label(prog *g, const char *phase)
+{
+    if (!strcmp(g->verb, "restore") && !strcmp(phase, "log"))
+        snprintf(g->label, sizeof g->label, "%s (verify)", g->verb);
+    else if (!strcmp(g->verb, "restore") && !strcmp(phase, "projections"))
+        snprintf(g->label, sizeof g->label, "%s (verify projections)", g->verb);
+    else
+        snprintf(g->label, sizeof g->label, "%s (%s)", g->verb, phase);
+}
+
+static int on_progress(void *ctx, const evs_progress *p)
 {
     prog *g = ctx;
-    if (!g->phase || strcmp(g->phase, phase) != 0) {
+    if (!g->phase || strcmp(g->phase, p->phase) != 0) {
         if (g->phase) progress_done(&g->p);
-        g->phase = phase;
-        snprintf(g->label, sizeof g->label, "%s (%s)", g->verb, phase);
-        progress_start(&g->p, g->label, "KiB", total >> 10, g->allow);
-        if (!strcmp(phase, "verify") && g->p.enabled) {
-            /* no byte counts here: say what is happening instead */
-            fprintf(stderr, "%s: opening the restored store (rebuilding its indexes) and verifying it...\n", g->verb);
+        g->phase = p->phase;
+        phase_label(g, p->phase);
+        progress_start(&g->p, g->label, p->events_total, p->bytes_total, g->allow);
+        if (!strcmp(p->phase, "open") && g->p.enabled) {
+            /* no counts here: say what is happening instead */
+            fprintf(stderr, "%s: opening the restored store (rebuilding its indexes)...\n", g->verb);
             g->p.enabled = 0;
         }
     }
-    progress_update(&g->p, done >> 10, done);
+    progress_totals(&g->p, p->events_total, p->bytes_total);
+    progress_update(&g->p, p->events, p->bytes);
     return cli_stop ? 1 : 0;
 }
 
@@ -211,7 +223,7 @@ int cmd_backup(cli_global *g, int argc, char **argv)
         char err[1024];
         uint64_t got = 0;
         snprintf(pg.label, sizeof pg.label, "backup (download)");
-        progress_start(&pg.p, pg.label, "KiB", 0, pg.allow);
+        progress_start(&pg.p, pg.label, 0, 0, pg.allow);
         pg.phase = "download";
         exit_code = cli_http_backup(g, since, fd, &pg.p, &got, err, sizeof err);
         prog_end(&pg);
@@ -305,7 +317,7 @@ int cmd_restore(cli_global *g, int argc, char **argv)
     prog pg;
     memset(&pg, 0, sizeof pg);
     pg.verb = "restore";
-    pg.allow = !out_is_tty();
+    pg.allow = 1;   /* stdout gets one line at the end, after the progress line is done */
     evs_backup_options bo;
     evs_backup_options_init(&bo);
     bo.progress = on_progress;

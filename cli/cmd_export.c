@@ -100,7 +100,7 @@ int cmd_export(cli_global *g, int argc, char **argv)
         ro.limit = end - from + 1;   /* positions are contiguous: the count is exact */
         /* A progress line beside events printed on the same terminal would
          * garble both; it is for exports redirected to a file. */
-        progress_start(&x.progress, "export", "events", ro.limit, !out_is_tty());
+        progress_start(&x.progress, "export", ro.limit, 0, !out_is_tty());
         rc = b->read(b, &ro, 0, on_event, &x);
         progress_done(&x.progress);
     }

@@ -351,7 +351,7 @@ static int append_batch(write_ctx *w, const evs_event_in *ev, size_t n,
 static int write_all(const cli_input *in, size_t batch, write_ctx *w, uint64_t total)
 {
     cli_progress prog;
-    progress_start(&prog, "import", "events", total, 1);
+    progress_start(&prog, "import", total, in->len, 1);
     chunk c, prev;
     int have_prev = 0, rc = 0;
     while (!cli_stop && next_chunk(in, have_prev ? &prev : NULL, batch, &c)) {
@@ -460,7 +460,7 @@ int cmd_import(cli_global *g, int argc, char **argv)
     /* 1. The input on its own, before the store is even opened (a bad
      *    input must not leave a freshly created empty store behind). */
     cli_progress prog;
-    progress_start(&prog, "import: checking", "events", 0, 1);
+    progress_start(&prog, "import: checking", 0, in.len, 1);
     chunk ch, prev;
     int have_prev = 0;
     while (!cli_stop && !k.oom && next_chunk(&in, have_prev ? &prev : NULL, (size_t)batch, &ch)) {

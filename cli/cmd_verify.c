@@ -5,23 +5,47 @@
  * Exit codes differ from the other commands on purpose: 1 means "the check
  * ran and found damage", so "the check could not run" is 2.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "args.h"
 #include "backend.h"
 #include "output.h"
+#include "progress.h"
 
 enum { OPT_JSON = OPT_CMD };
 
 typedef struct verify_ctx {
     int json;              /* --json */
     jbuf line;             /* reused per problem */
+    cli_progress progress; /* on stderr when it is a terminal */
+    const char *phase;     /* of the progress line */
+    char label[48];
 } verify_ctx;
+
+static int on_progress(void *arg, const evs_progress *p)
+{
+    verify_ctx *v = arg;
+    if (!v->phase || strcmp(v->phase, p->phase) != 0) {
+        if (v->phase)
+            progress_done(&v->progress);
+        v->phase = p->phase;
+        if (!strcmp(p->phase, "log"))
+            snprintf(v->label, sizeof v->label, "verify");
+        else
+            snprintf(v->label, sizeof v->label, "verify (%s)", p->phase);
+        progress_start(&v->progress, v->label, p->events_total, p->bytes_total, 1);
+    }
+    progress_totals(&v->progress, p->events_total, p->bytes_total);
+    progress_update(&v->progress, p->events, p->bytes);
+    return cli_stop ? 1 : 0;
+}
 
 static void on_problem(void *arg, const char *file, uint64_t offset, const char *problem)
 {
     verify_ctx *v = arg;
+    progress_clear(&v->progress);   /* the report goes to stdout, maybe the same terminal */
     jb_reset(&v->line);
     if (v->json) {
         jb_puts(&v->line, "{\"file\":");
@@ -81,8 +105,20 @@ int cmd_verify(cli_global *g, int argc, char **argv)
     cli_store_options(g, CLI_OPEN_READ, &opt);
     jb_init(&v.line);
     uint64_t problems = 0;
-    int rc = evs_verify(g->data_dir, &opt, on_problem, &v, &problems);
+    evs_verify_options vo;
+    evs_verify_options_init(&vo);
+    vo.problem = on_problem;
+    vo.problem_ctx = &v;
+    vo.progress = on_progress;
+    vo.progress_ctx = &v;
+    int rc = evs_verify_ex(g->data_dir, &opt, &vo, &problems);
+    if (v.phase)
+        progress_done(&v.progress);
     jb_free(&v.line);
+    if (rc == -ECANCELED && cli_stop) {
+        cli_error("verify: interrupted; %s was not checked completely", g->data_dir);
+        return 130;
+    }
     if (rc) {
         cli_error_rc(rc, "verify: cannot check %s", g->data_dir);
         return CLI_EXIT_USAGE;

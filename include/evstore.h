@@ -366,11 +366,67 @@ int evs_stat(evs_store *s, evs_stats *st);
 typedef void (*evs_verify_fn)(void *ctx, const char *file, uint64_t offset, const char *problem);
 
 /**
- * Offline check of a data directory: every record checksum and frame, the
- * position chain across segments, every index against the log.
- * @param problems  receives the number of problems found.
- * @return 0 when the check ran (even if it found problems); -errno/EVS_* when it could not.
+ * Where a long operation (evs_verify_ex, evs_backup, evs_restore,
+ * evs_backup_inspect) has got to. Each operation goes through one or more
+ * phases, in order; the counts start again at 0 in each phase.
+ *   evs_backup:         "check" (read and verify every record), "copy"
+ *   evs_restore:        "extract" (bytes: of the archives), "open" (reported
+ *                       once: the store opens and rebuilds its indexes),
+ *                       then evs_verify's phases
+ *   evs_backup_inspect: "check"
+ *   evs_verify:         "log" (every record, against every index),
+ *                       "projections" (the log again, only when projection
+ *                       indexes exist)
  */
+typedef struct evs_progress {
+    const char *phase;           /* see above */
+    uint64_t bytes;              /* bytes done in this phase */
+    uint64_t bytes_total;        /* bytes this phase will do (0: unknown) */
+    uint64_t events;             /* events (positions) passed in this phase */
+    uint64_t events_total;       /* events this phase will pass (0: unknown) */
+} evs_progress;
+
+/**
+ * Called about every MiB of a long operation, from the calling thread.
+ * Return non-zero to cancel: the operation then stops and returns -ECANCELED.
+ */
+typedef int (*evs_progress_fn)(void *ctx, const evs_progress *p);
+
+/** Options of evs_verify_ex. */
+typedef struct evs_verify_options {
+    size_t struct_size;          /* set by evs_verify_options_init */
+    evs_verify_fn problem;       /* NULL, or called once per problem */
+    void *problem_ctx;
+    evs_progress_fn progress;    /* NULL, or progress (phases "log", "projections") */
+    void *progress_ctx;
+} evs_verify_options;
+
+void evs_verify_options_init(evs_verify_options *vo);
+
+/**
+ * [backup] Offline check of a data directory; nothing is written. It checks:
+ *  - every record of every segment: framing, checksum, positions contiguous
+ *    from 1 across segments, stream versions contiguous, sealed segments
+ *    ending with a complete append (a record in the last segment that looks
+ *    cut short by a crash is accepted only when nothing complete follows it);
+ *  - every index against the log: each segment's offsets file, the id and
+ *    stream indexes (each event they cover), the stream table, checkpoint.idx;
+ *  - projections: each definition in the log is a valid canonical filter,
+ *    and each projection index (header, and its entries: exactly the matching
+ *    positions up to the position it covers);
+ *  - consumers: every event of a $consumers/ stream in the form the library
+ *    writes, in a valid order (a checkpoint belongs to the live incarnation,
+ *    names a position before its own).
+ * Each problem names the file (relative to dir) and the byte offset in it
+ * (for "ids index" and "streams index" problems: the position concerned).
+ * Missing derived files (*.idx) are not problems: open rebuilds them.
+ * @param problems  receives the number of problems found.
+ * @return 0 when the check ran (even if it found problems); -ECANCELED;
+ *         -errno/EVS_* when it could not run.
+ */
+int evs_verify_ex(const char *dir, const evs_options *opt, const evs_verify_options *vo, uint64_t *problems);
+
+/** evs_verify_ex with only a problem callback. */
 int evs_verify(const char *dir, const evs_options *opt, evs_verify_fn cb, void *ctx,
                uint64_t *problems);
 
@@ -603,14 +659,6 @@ int evs_consumer_iter_open(evs_store *s, const char *name, uint64_t limit, evs_i
  * longer copy only when the shorter one is a byte prefix of it.
  */
 
-/**
- * Progress of a long operation. phase is "check" or "copy" (backup),
- * "extract" or "verify" (restore; verify is reported once with 0 of 0).
- * done and total are bytes of that phase. Return non-zero to cancel: the
- * operation then stops and returns -ECANCELED.
- */
-typedef int (*evs_progress_fn)(void *ctx, const char *phase, uint64_t done, uint64_t total);
-
 /** A sink for the archive: take all n bytes, or return a negative code (e.g.
  *  -EPIPE), which stops evs_backup and is returned by it. */
 typedef int (*evs_write_fn)(void *ctx, const void *buf, size_t n);
@@ -618,8 +666,8 @@ typedef int (*evs_write_fn)(void *ctx, const void *buf, size_t n);
 typedef struct evs_backup_options {
     size_t struct_size;          /* set by evs_backup_options_init */
     int level;                   /* zstd level 1..19 (default 3) */
-    evs_progress_fn progress;    /* NULL, or called about every MiB (evs_backup, evs_restore,
-                                    evs_backup_inspect), from the calling thread */
+    evs_progress_fn progress;    /* NULL, or progress (see evs_progress) of evs_backup,
+                                    evs_restore, evs_backup_inspect */
     void *progress_ctx;          /* passed to progress */
     evs_write_fn write;          /* evs_backup only: NULL = write the archive to fd;
                                     else it goes here and fd is ignored */

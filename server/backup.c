@@ -86,9 +86,10 @@ static int ring_write(void *ctx, const void *buf, size_t n)
     return rc;
 }
 
-static int on_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
+static int on_progress(void *ctx, const evs_progress *p)
 {
     evsd_backup *b = ctx;
+    (void)p;
     pthread_mutex_lock(&b->mu);
     int stop = b->cancel || atomic_load(&b->srv->stopping);
     pthread_mutex_unlock(&b->mu);

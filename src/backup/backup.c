@@ -76,6 +76,8 @@ typedef struct bk_ctx {
     uint64_t committed;          /* C at the snapshot */
     uint64_t total;              /* bytes of the selected segments */
     uint64_t done;               /* bytes of the current phase */
+    uint64_t events_total;       /* positions the selected segments hold */
+    uint64_t events;             /* positions passed in the current phase */
     const char *phase;           /* "check" or "copy" */
     uint8_t *buf;                /* read buffer */
     size_t cap;
@@ -93,7 +95,8 @@ void evs_backup_options_init(evs_backup_options *opt)
 static int report(bk_ctx *k, uint64_t add)
 {
     k->done += add;
-    if (k->opt.progress && k->opt.progress(k->opt.progress_ctx, k->phase, k->done, k->total) != 0)
+    evs_progress p = {k->phase, k->done, k->total, k->events, k->events_total};
+    if (k->opt.progress && k->opt.progress(k->opt.progress_ctx, &p) != 0)
         return evs__bk_fail(&k->s->log, k->info, -ECANCELED, "backup cancelled");
     return 0;
 }
@@ -131,7 +134,10 @@ static int snapshot(bk_ctx *k, uint64_t since, uint64_t *store_salt)
     }
     k->segs = v;
     k->nsegs = n;
-    for (size_t i = 0; i < n; i++) k->total += v[i].end;
+    for (size_t i = 0; i < n; i++) {
+        k->total += v[i].end;
+        k->events_total += v[i].last + 1 - v[i].first;
+    }
     return 0;
 }
 
@@ -174,7 +180,7 @@ static int seg_damage(bk_ctx *k, bk_seg *b, uint64_t off, const char *what)
 static int check_segment(bk_ctx *k, bk_seg *b)
 {
     evs_segment *g = b->g;
-    uint64_t buf_off = 0, cur = 0, pos = b->first;
+    uint64_t buf_off = 0, cur = 0, pos = b->first, unreported = 0;
     size_t have = 0;
     int last_commit = 1, rc;
     XXH3_64bits_reset(k->xs);
@@ -201,8 +207,12 @@ static int check_segment(bk_ctx *k, bk_seg *b)
             if (cur + rec.size > b->end) return seg_damage(k, b, cur, "record crosses the committed end");
             cur += rec.size;
             pos++;
+            k->events++;
             last_commit = (rec.flags & EVS_REC_COMMIT) != 0;
         }
+        /* progress after the records of the chunk read last are counted */
+        if (unreported && (rc = report(k, unreported)) != 0) return rc;
+        unreported = 0;
         if (cur == b->end) break;
         /* keep the unparsed tail, read the next chunk behind it */
         uint64_t keep_from = cur ? cur : buf_off;
@@ -216,7 +226,7 @@ static int check_segment(bk_ctx *k, bk_seg *b)
         if ((rc = read_exact(k, b, have, next, want)) != 0) return rc;
         XXH3_64bits_update(k->xs, k->buf + have, want);
         have += want;
-        if ((rc = report(k, want)) != 0) return rc;
+        unreported = want;
     }
     if (pos != b->last + 1)
         return seg_damage(k, b, cur, "segment holds fewer positions than the snapshot says");
@@ -312,6 +322,7 @@ static int tar_data(bk_ctx *k, struct archive *a, const void *p, size_t n, const
 static int copy_segment(bk_ctx *k, struct archive *a, struct archive_entry *e, bk_seg *b)
 {
     int rc = tar_entry(k, a, e, b->g->name, b->end);
+    uint64_t ev0 = k->events;
     if (rc) return rc;
     XXH3_64bits_reset(k->xs);
     for (uint64_t off = 0; off < b->end;) {
@@ -320,8 +331,11 @@ static int copy_segment(bk_ctx *k, struct archive *a, struct archive_entry *e, b
         XXH3_64bits_update(k->xs, k->buf, want);
         if ((rc = tar_data(k, a, k->buf, want, b->g->name)) != 0) return rc;
         off += want;
+        /* positions are not decoded here: count them in proportion to the bytes */
+        k->events = ev0 + (uint64_t)((double)(b->last + 1 - b->first) * (double)off / (double)b->end);
         if ((rc = report(k, want)) != 0) return rc;
     }
+    k->events = ev0 + (b->last + 1 - b->first);
     if (XXH3_64bits_digest(k->xs) != b->xxh3) {
         int crc = EVS_CORRUPT_HERE(&k->s->log, b->g->name, 0, "segment read differently twice during a backup");
         return evs__bk_fail(&k->s->log, k->info, crc, "%s read differently in the two passes of the backup: the disk "
@@ -445,6 +459,7 @@ int evs_backup(evs_store *s, int fd, uint64_t since, const evs_backup_options *o
         goto out;
     k.phase = "copy";
     k.done = 0;
+    k.events = 0;
     for (size_t i = 0; i < k.nsegs; i++)
         if ((rc = copy_segment(&k, tar, e, &k.segs[i])) != 0) goto out;
     if (archive_write_close(tar) != ARCHIVE_OK) { rc = tar_fail(&k, tar, "closing"); goto out; }

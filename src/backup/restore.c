@@ -66,6 +66,7 @@ typedef struct rd {
     evs_backup_options *bopt;
     const char *phase;
     uint64_t *done, total;
+    uint64_t *events, events_total;  /* positions restored so far (NULL: not counted) */
     int cancelled;
 } rd;
 
@@ -113,8 +114,8 @@ static la_ssize_t src_next(rd *r, const void **out)
             r->ib = (ZSTD_inBuffer){r->in, got, 0};
             r->off += got;
             *r->done += got;
-            if (r->bopt->progress &&
-                r->bopt->progress(r->bopt->progress_ctx, r->phase, *r->done, r->total) != 0) {
+            evs_progress pg = {r->phase, *r->done, r->total, r->events ? *r->events : 0, r->events_total};
+            if (r->bopt->progress && r->bopt->progress(r->bopt->progress_ctx, &pg) != 0) {
                 r->cancelled = 1;
                 rd_error(r, -ECANCELED, "cancelled");
                 return -1;
@@ -312,6 +313,7 @@ typedef struct wr {
     evs_file *old;               /* the copy restored earlier, or NULL */
     uint64_t old_size, off;
     uint8_t *cmp;                /* for comparing with old */
+    uint64_t events;             /* the last position of the files written so far */
     char path[4096], final[4096];
     char err[400];
     int rc;
@@ -387,6 +389,7 @@ static int wr_data(void *ctx, const uint8_t *p, size_t n)
 static int wr_end(void *ctx, const evs_bk_file *f)
 {
     wr *w = ctx;
+    if (f->last > w->events) w->events = f->last;
     int rc = w->f->vfs->sync(w->f);
     if (rc) return wr_error(w, rc, "fsync of %s: %s", w->path, evs_strerror(rc));
     evs__fclose(w->f);
@@ -472,6 +475,13 @@ static int count_entry(void *ctx, const char *name)
 }
 
 typedef struct vproblem { uint64_t n; char first[400]; } vproblem;
+
+/* evs_verify's progress, passed on to the caller's. */
+static int on_verify_progress(void *ctx, const evs_progress *p)
+{
+    const evs_backup_options *bo = ctx;
+    return bo->progress(bo->progress_ctx, p);
+}
 
 static void on_problem(void *ctx, const char *file, uint64_t off, const char *problem)
 {
@@ -562,7 +572,7 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
     if (!(w.cmp = malloc(EVS_BACKUP_CHUNK))) { rc = EVS_ENOMEM; goto out; }
 
     /* 2. the archives, in order */
-    uint64_t total = 0, done = 0, prev_last = 0;
+    uint64_t total = 0, done = 0, prev_last = 0, events_total = 0;
     char store_id[17] = "";
     for (size_t i = 0; i < n; i++) {
         evs_file *f = NULL;
@@ -572,6 +582,10 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
         evs__fclose(f);
         if (rc) { rc = evs__bk_fail(&lg, info, rc, "cannot read %s: %s", archives[i], evs_strerror(rc)); goto out; }
         total += size;
+        /* for progress, the chain's last position (a damaged manifest is reported below) */
+        evs_backup_info ii;
+        if (bo.progress && evs_backup_inspect(archives[i], &o, 0, NULL, &ii) == 0 && ii.last_position > events_total)
+            events_total = ii.last_position;
     }
     for (size_t i = 0; i < n; i++) {
         rd r;
@@ -583,6 +597,8 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
         r.phase = "extract";
         r.done = &done;
         r.total = total;
+        r.events = &w.events;
+        r.events_total = events_total;
         w.archive = archives[i];
         file_sink fs = {wr_begin, wr_data, wr_end, &w};
         if ((rc = rd_open(&r)) == 0 && (rc = rd_manifest(&r, &m)) == 0) {
@@ -608,6 +624,9 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
             prev_last = m.last;
             snprintf(store_id, sizeof store_id, "%s", m.store_id);
             info->created_us = m.created_us;
+            evs_progress pg = {"extract", done, total, w.events, events_total};
+            if (bo.progress && bo.progress(bo.progress_ctx, &pg) != 0)
+                rc = evs__bk_fail(&lg, info, -ECANCELED, "restore cancelled");
         }
         wr_reset(&w);
         rd_close(&r);
@@ -622,9 +641,12 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
     }
 
     /* 3. it opens, rebuilding its indexes, at exactly the chain's last position */
-    if (bo.progress && bo.progress(bo.progress_ctx, "verify", 0, 0) != 0) {
-        rc = evs__bk_fail(&lg, info, -ECANCELED, "restore cancelled");
-        goto out;
+    {
+        evs_progress pg = {"open", 0, 0, 0, prev_last};
+        if (bo.progress && bo.progress(bo.progress_ctx, &pg) != 0) {
+            rc = evs__bk_fail(&lg, info, -ECANCELED, "restore cancelled");
+            goto out;
+        }
     }
     {
         evs_store *s = NULL;
@@ -653,7 +675,16 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
     {
         vproblem vp = {0};
         uint64_t problems = 0;
-        rc = evs_verify(tmp, &o, on_problem, &vp, &problems);
+        evs_verify_options vo;
+        evs_verify_options_init(&vo);
+        vo.problem = on_problem;
+        vo.problem_ctx = &vp;
+        if (bo.progress) {
+            vo.progress = on_verify_progress;
+            vo.progress_ctx = &bo;
+        }
+        rc = evs_verify_ex(tmp, &o, &vo, &problems);
+        if (rc == -ECANCELED) { rc = evs__bk_fail(&lg, info, rc, "restore cancelled"); goto out; }
         if (rc) { rc = evs__bk_fail(&lg, info, rc, "verifying the restored store: %s", evs_strerror(rc)); goto out; }
         if (problems) {
             rc = evs__bk_fail(&lg, info, EVS_ECORRUPT, "the restored store fails verification (%" PRIu64
@@ -688,6 +719,17 @@ out:
     return rc;
 }
 
+/* evs_backup_inspect counts the positions of the files it has checked. */
+typedef struct ins_count { uint64_t since, events; } ins_count;
+
+static int ins_end(void *ctx, const evs_bk_file *f)
+{
+    ins_count *c = ctx;
+    uint64_t e = f->last > c->since ? f->last - c->since : 0;
+    if (e > c->events) c->events = e;
+    return 0;
+}
+
 int evs_backup_inspect(const char *archive, const evs_options *opt, int full, const evs_backup_options *bopt,
                        evs_backup_info *info)
 {
@@ -718,11 +760,15 @@ int evs_backup_inspect(const char *archive, const evs_options *opt, int full, co
     r.bopt = &bo;
     r.phase = "check";
     r.done = &done;
-    file_sink fs = {NULL, NULL, NULL, NULL};
+    ins_count cnt = {0, 0};
+    file_sink fs = {NULL, NULL, ins_end, &cnt};
+    r.events = &cnt.events;
     int rc = rd_open(&r);
     r.total = r.fsize;
     if (rc == 0) rc = rd_manifest(&r, &m);
     if (rc == 0) {
+        cnt.since = m.since;
+        r.events_total = m.last - m.since;
         info->since = m.since;
         info->first_position = m.first;
         info->last_position = m.last;
@@ -731,6 +777,11 @@ int evs_backup_inspect(const char *archive, const evs_options *opt, int full, co
         info->created_us = m.created_us;
         snprintf(info->store_id, sizeof info->store_id, "%s", m.store_id);
         if (full) rc = rd_files(&r, &m, &fs);
+        evs_progress pg = {r.phase, done, r.total, cnt.events, r.events_total};
+        if (rc == 0 && full && bo.progress && bo.progress(bo.progress_ctx, &pg) != 0) {
+            r.rc = rc = -ECANCELED;
+            snprintf(r.err, sizeof r.err, "cancelled");
+        }
     }
     info->archive_bytes = full && rc == 0 ? r.fsize : done;
     if (rc) evs__bk_fail(&lg, info, r.rc ? r.rc : rc, "%s: %s", archive, r.err[0] ? r.err : evs_strerror(rc));

@@ -83,6 +83,22 @@ static int parse_num_after(const char *p, size_t n, const char *prefix, uint64_t
     return 0;
 }
 
+int evs__consumer_checkpoint_parse(const char *d, size_t dlen, const char *m, size_t mlen, uint64_t *position,
+                                   uint64_t *created_version, size_t *state_off, size_t *state_len)
+{
+    /* data {"position":P,"state":S}, metadata {"created_version":V} — exactly as
+     * evs_consumer_checkpoint writes them */
+    size_t end = 0, mend = 0;
+    if (!d || parse_num_after(d, dlen, "{\"position\":", position, &end) != 0 || dlen < end + 11 ||
+        memcmp(d + end, ",\"state\":", 9) != 0 || d[dlen - 1] != '}' || !m ||
+        parse_num_after(m, mlen, "{\"created_version\":", created_version, &mend) != 0 || mend + 1 != mlen ||
+        m[mend] != '}')
+        return EVS_ECORRUPT;
+    *state_off = end + 9;
+    *state_len = dlen - end - 9 - 1;
+    return 0;
+}
+
 /* Read the consumer's current state; with want_def also its definition. */
 static int cons_load(evs_store *s, const char *stream, int want_def, cons_state *st)
 {
@@ -106,19 +122,15 @@ static int cons_load(evs_store *s, const char *stream, int want_def, cons_state 
         rc = EVS_CORRUPT_HERE(&s->log, stream, ev->position, "unknown event type in a consumer stream");
         goto out;
     }
-    /* data {"position":P,"state":S}, metadata {"created_version":V} — exactly as written below */
-    size_t end = 0, mend = 0;
-    const char *d = ev->data, *m = ev->metadata;
-    if (parse_num_after(d, ev->data_len, "{\"position\":", &st->position, &end) != 0 ||
-        ev->data_len < end + 11 || memcmp(d + end, ",\"state\":", 9) != 0 || d[ev->data_len - 1] != '}' ||
-        !m || parse_num_after(m, ev->metadata_len, "{\"created_version\":", &st->created_version, &mend) != 0 ||
-        mend + 1 != ev->metadata_len || m[mend] != '}' || st->created_version >= ev->version) {
+    size_t soff = 0;
+    if (evs__consumer_checkpoint_parse(ev->data, ev->data_len, ev->metadata, ev->metadata_len, &st->position,
+                                       &st->created_version, &soff, &st->state_len) != 0 ||
+        st->created_version >= ev->version) {
         rc = EVS_CORRUPT_HERE(&s->log, stream, ev->position, "consumer checkpoint is not in the expected form");
         goto out;
     }
     st->exists = 1;
-    st->state_len = ev->data_len - end - 9 - 1;
-    if (!(st->state = dup_bytes(d + end + 9, st->state_len))) { rc = EVS_ENOMEM; goto out; }
+    if (!(st->state = dup_bytes(ev->data + soff, st->state_len))) { rc = EVS_ENOMEM; goto out; }
     if (want_def) {
         evs_event *cr = NULL;
         rc = evs__sys_at_version(s, stream, st->created_version, &cr);
@@ -192,6 +204,18 @@ static int def_parse(const char *json, size_t len, cons_def *d, evs_buf *canon)
 out:
     json_decref(root);
     if (rc) cons_def_free(d);
+    return rc;
+}
+
+int evs__consumer_def_check(const char *def, size_t len)
+{
+    cons_def d;
+    evs_buf canon = {0};
+    int rc = def_parse(def, len, &d, &canon);
+    if (rc) return rc;   /* def_parse freed d */
+    if (canon.len != len || memcmp(canon.p, def, len) != 0) rc = EVS_EINVAL;
+    cons_def_free(&d);
+    evs__buf_free(&canon);
     return rc;
 }
 

@@ -59,6 +59,15 @@ int evs__buf_puts(evs_buf *b, const char *str);
 /* NUL-terminate b (not counted in len). */
 int evs__buf_nul(evs_buf *b);
 
+/* [backup] For evs_verify: the parts of a ConsumerCheckpoint event (data and
+ * metadata exactly as evs_consumer_checkpoint writes them): the position, the
+ * created_version, and where the state lies in data. 0 or EVS_ECORRUPT. */
+int evs__consumer_checkpoint_parse(const char *data, size_t dlen, const char *meta, size_t mlen, uint64_t *position,
+                                   uint64_t *created_version, size_t *state_off, size_t *state_len);
+/* [backup] 0 when def[0..len) is a consumer definition in its canonical form
+ * (the data of a ConsumerCreated event); EVS_EINVAL; EVS_ENOMEM. */
+int evs__consumer_def_check(const char *def, size_t len);
+
 /* Changes to one system stream are serialised in the process by a striped
  * mutex (only the writer process can append, so this orders every change;
  * without it, threads checkpointing one consumer would keep losing the

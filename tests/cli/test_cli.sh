@@ -9,63 +9,10 @@
 # wrong, and exits non-zero if anything failed.
 set -euo pipefail
 
-BUILD=${1:?usage: test_cli.sh BUILD_DIR}
-EVS="$BUILD/evstore"
-if [[ ! -x $EVS ]]; then
-    echo "test_cli: $EVS is not built" >&2
-    exit 1
-fi
-BASE=${EVS_TEST_TMP:-/tmp}
-mkdir -p "$BASE"
-T=$(mktemp -d "$BASE/evs-cli.XXXXXX")
-BG_PIDS=()
-cleanup() {
-    local p
-    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-# The environment must not steer the binary under test.
-unset EVSTORE_DATA EVSTORE_URL EVSTORE_FSYNC EVSTORE_SEGMENT_SIZE
-
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); }
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL: $1" >&2
-    shift
-    local line
-    for line in "$@"; do echo "      $line" >&2; done
-}
-# expect_eq NAME EXPECTED ACTUAL
-expect_eq() {
-    if [[ $2 == "$3" ]]; then pass; else fail "$1" "expected: $2" "actual:   $3"; fi
-}
-# expect_has NAME HAYSTACK NEEDLE
-expect_has() {
-    if [[ $2 == *"$3"* ]]; then pass; else fail "$1" "missing:  $3" "in:       $2"; fi
-}
-# run CMD...: sets RC, OUT and ERR without tripping set -e.
-run() {
-    RC=0
-    "$@" >"$T/out" 2>"$T/err" || RC=$?
-    OUT=$(cat "$T/out")
-    ERR=$(cat "$T/err")
-}
-# lines FILE: its line count.
-lines() { wc -l <"$1" | tr -d ' '; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init cli "${1:-}" evstore
 # field NAME JSON: the raw value of "NAME":"value" (strings only).
 field() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" <<<"$2"; }
-# Bounded polling: wait until FILE has at least N lines (about 10 s at most).
-wait_lines() {
-    local i
-    for ((i = 0; i < 200; i++)); do
-        [[ -f $1 && $(lines "$1") -ge $2 ]] && return 0
-        sleep 0.05
-    done
-    return 1
-}
 
 D="$T/d1"
 ID1=0190a5c8-0000-7000-8000-000000000001
@@ -360,5 +307,4 @@ expect_eq "--follow --limit 2 on a new stream ends by itself" 0 "$frc"
 expect_eq "it saw both events of that stream only" "A B" \
     "$(sed 's/.*"type":"\([^"]*\)".*/\1/' "$FOUT2" | tr '\n' ' ' | sed 's/ $//')"
 
-echo "cli tests: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+lib_finish

@@ -14,126 +14,9 @@
 # Servers are stopped by their own PIDs only: other people run servers too.
 set -euo pipefail
 
-BUILD=${1:?usage: test_cli_url.sh BUILD_DIR}
-EVS="$BUILD/evstore"
-EVSD="$BUILD/evstored"
-for bin in "$EVS" "$EVSD"; do
-    if [[ ! -x $bin ]]; then
-        echo "test_cli_url: $bin is not built" >&2
-        exit 1
-    fi
-done
-BASE=${EVS_TEST_TMP:-/tmp}
-mkdir -p "$BASE"
-T=$(mktemp -d "$BASE/evs-cli-url.XXXXXX")
-SERVER_PIDS=()
-BG_PIDS=()
-cleanup() {
-    local p
-    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${SERVER_PIDS[@]}"; do
-        if kill "$p" 2>/dev/null; then wait "$p" 2>/dev/null || true; fi
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-# The environment must steer neither the CLI nor the servers under test.
-while read -r v; do unset "$v"; done < <(compgen -e | grep '^EVSTORE_' || true)
-
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); }
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL: $1" >&2
-    shift
-    local line
-    for line in "$@"; do echo "      $line" >&2; done
-}
-expect_eq() {
-    if [[ $2 == "$3" ]]; then pass; else fail "$1" "expected: $2" "actual:   $3"; fi
-}
-expect_has() {
-    if [[ $2 == *"$3"* ]]; then pass; else fail "$1" "missing:  $3" "in:       $2"; fi
-}
-# run CMD...: sets RC, OUT and ERR without tripping set -e.
-run() {
-    RC=0
-    "$@" >"$T/out" 2>"$T/err" || RC=$?
-    OUT=$(cat "$T/out")
-    ERR=$(cat "$T/err")
-}
-lines() { wc -l <"$1" | tr -d ' '; }
-# Bounded polling: wait until FILE has at least N lines (about 15 s at most).
-wait_lines() {
-    local i
-    for ((i = 0; i < 300; i++)); do
-        [[ -f $1 && $(lines "$1") -ge $2 ]] && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
-# ---- servers --------------------------------------------------------------------
-# Is something listening on 127.0.0.1:PORT? (bash's /dev/tcp; no python, no nc)
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# The status code of a plain-HTTP GET of PATH on PORT, or nothing.
-http_status() {
-    (
-        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
-        read -r -t 2 _ code _ <&3 || exit 1
-        echo "$code"
-    ) 2>/dev/null || true
-}
-# start_server DATA_DIR [EVSTORED OPTIONS...]: sets SPID, PORT and URL.
-# Ports are derived from our PID in a high range; a port that is in use is
-# skipped (evstored binds with SO_REUSEPORT, so it would start anyway and
-# share the port with its owner), and a server that does not come up is
-# retried on the next one. With PORT already set (a restart), only that one.
-NSERVERS=0
-start_server() {
-    local data=$1
-    shift
-    local tries=40 first=$((20000 + ($$ * 37 + NSERVERS * 997) % 40000)) i p log tls=0
-    [[ " $* " == *" --tls-cert "* ]] && tls=1
-    if [[ -n ${FIXED_PORT:-} ]]; then tries=1; first=$FIXED_PORT; fi
-    for ((i = 0; i < tries; i++)); do
-        p=$((first + i * 13))
-        ((p > 65000)) && p=$((p - 45000))
-        port_busy "$p" && continue
-        NSERVERS=$((NSERVERS + 1))
-        log="$T/server$NSERVERS.log"
-        "$EVSD" --data "$data" --listen "127.0.0.1:$p" --log-level warn --fsync always "$@" \
-            >"$log" 2>&1 &
-        SPID=$!
-        SERVER_PIDS+=("$SPID")
-        local j up=0
-        for ((j = 0; j < 200; j++)); do
-            kill -0 "$SPID" 2>/dev/null || break
-            if ((tls)); then port_busy "$p" && up=1; else [[ $(http_status "$p" /health) == 200 ]] && up=1; fi
-            ((up)) && break
-            sleep 0.05
-        done
-        if ((up)); then
-            PORT=$p
-            URL="http://127.0.0.1:$p"
-            ((tls)) && URL="https://127.0.0.1:$p"
-            return 0
-        fi
-        kill "$SPID" 2>/dev/null || true
-        wait "$SPID" 2>/dev/null || true
-    done
-    echo "test_cli_url: cannot start evstored (last log: $(cat "$log" 2>/dev/null))" >&2
-    exit 1
-}
-# stop_server PID: SIGTERM, then wait for it; its exit status must be 0.
-stop_server() {
-    local rc=0
-    kill "$1"
-    wait "$1" || rc=$?
-    expect_eq "evstored (pid $1) stops cleanly on SIGTERM" 0 "$rc"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init cli_url "${1:-}" evstore evstored
+SERVER_OPTS=(--log-level warn --fsync always)
 
 ID1=0190a5c8-0000-7000-8000-000000000001
 ID2=0190a5c8-0000-7000-8000-000000000002
@@ -525,5 +408,4 @@ else
     echo "test_cli_url: openssl cannot make a certificate here; TLS checks skipped" >&2
 fi
 
-echo "cli url tests: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+lib_finish

@@ -14,42 +14,10 @@
 # shows everything that is wrong; exits non-zero if anything failed.
 set -euo pipefail
 
-BUILD=${1:?usage: test_http_consumers.sh BUILD_DIR}
-EVSD="$BUILD/evstored"
-if [[ ! -x $EVSD ]]; then
-    echo "test_http_consumers: $EVSD is not built" >&2
-    exit 1
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init http_consumers "${1:-}" evstored
 command -v curl >/dev/null || { echo "test_http_consumers: curl is required" >&2; exit 1; }
-BASE=${EVS_TEST_TMP:-/tmp}
-mkdir -p "$BASE"
-T=$(mktemp -d "$BASE/evs-http-cons.XXXXXX")
-SERVER_PIDS=()
-BG_PIDS=()
-cleanup() {
-    local p
-    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${SERVER_PIDS[@]}"; do
-        if kill "$p" 2>/dev/null; then wait "$p" 2>/dev/null || true; fi
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-while read -r v; do unset "$v"; done < <(compgen -e | grep '^EVSTORE_' || true)
-
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); }
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL: $1" >&2
-    shift
-    local line
-    for line in "$@"; do echo "      $line" >&2; done
-}
-expect_eq() { if [[ $2 == "$3" ]]; then pass; else fail "$1" "expected: $2" "actual:   $3"; fi; }
-expect_has() { if [[ $2 == *"$3"* ]]; then pass; else fail "$1" "missing:  $3" "in:       $2"; fi; }
-expect_not() { if [[ $2 != *"$3"* ]]; then pass; else fail "$1" "unexpected: $3" "in:         $2"; fi; }
+SERVER_OPTS=(--log-level info --heartbeat 1)
 
 # req METHOD PATH [BODY] [curl options...]: sets CODE and BODY (the response).
 req() {
@@ -78,47 +46,6 @@ wait_events() {
         sleep 0.05
     done
     return 1
-}
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-NSERVERS=0
-# start_server DATA_DIR [OPTIONS...]: sets SPID, PORT, URL (PORT kept on a restart if free).
-start_server() {
-    local data=$1
-    shift
-    local i p log first=$((21000 + ($$ * 53 + NSERVERS * 1009) % 40000))
-    for ((i = 0; i < 40; i++)); do
-        p=$((first + i * 17))
-        ((p > 65000)) && p=$((p - 44000))
-        port_busy "$p" && continue
-        NSERVERS=$((NSERVERS + 1))
-        log="$T/server$NSERVERS.log"
-        "$EVSD" --data "$data" --listen "127.0.0.1:$p" --log-level info --heartbeat 1 "$@" >"$log" 2>&1 &
-        SPID=$!
-        SERVER_PIDS+=("$SPID")
-        local j up=0
-        for ((j = 0; j < 200; j++)); do
-            kill -0 "$SPID" 2>/dev/null || break
-            if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/health" || true) == 200 ]]; then up=1; break; fi
-            sleep 0.05
-        done
-        if ((up)); then
-            PORT=$p
-            URL="http://127.0.0.1:$p"
-            LOG=$log
-            return 0
-        fi
-        kill "$SPID" 2>/dev/null || true
-        wait "$SPID" 2>/dev/null || true
-    done
-    echo "test_http_consumers: cannot start evstored (last log: $(cat "$log" 2>/dev/null))" >&2
-    exit 1
-}
-stop_server() {
-    local rc=0
-    kill "$1"
-    wait "$1" || rc=$?
-    expect_eq "evstored stops cleanly on SIGTERM" 0 "$rc"
 }
 
 D="$T/data"
@@ -334,5 +261,4 @@ expect_has "after deleting *.idx: the newest match" "$BODY" '"stream":"orders/3"
 ls "$D"/projection-*.idx >/dev/null 2>&1 && pass || fail "the projection index files are rebuilt"
 stop_server "$W"
 
-echo "http consumer/projection tests: $passed passed, $failed failed"
-((failed == 0))
+lib_finish

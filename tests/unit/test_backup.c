@@ -626,15 +626,32 @@ static void *appender(void *p)
     return NULL;
 }
 
-typedef struct prog { uint64_t calls; uint64_t last_done; const char *phase; int cancel_at; } prog;
+typedef struct prog {
+    uint64_t calls;
+    uint64_t last_done, last_events, events_total;
+    const char *phase;
+    char phases[128];            /* every phase seen, in order, space-separated */
+    int bad;                     /* a count went past its total, or backwards */
+    int cancel_at;
+} prog;
 
-static int on_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
+static int on_progress(void *ctx, const evs_progress *pg)
 {
     prog *p = ctx;
     p->calls++;
-    p->last_done = done;
-    p->phase = phase;
-    if (done > total) return 1;
+    if (!p->phase || strcmp(p->phase, pg->phase) != 0) {
+        size_t n = strlen(p->phases);
+        snprintf(p->phases + n, sizeof p->phases - n, "%s%s", n ? " " : "", pg->phase);
+        p->last_done = p->last_events = 0;
+    }
+    if ((pg->bytes_total && pg->bytes > pg->bytes_total) || (pg->events_total && pg->events > pg->events_total) ||
+        pg->bytes < p->last_done || pg->events < p->last_events)
+        p->bad = 1;
+    p->last_done = pg->bytes;
+    p->last_events = pg->events;
+    p->events_total = pg->events_total;
+    p->phase = pg->phase;
+    if (p->bad) return 1;
     return p->cancel_at && p->calls >= (uint64_t)p->cancel_at;
 }
 
@@ -683,6 +700,10 @@ static void test_backup_while_appending(void **state)
     assert_int_equal(rc, 0);
     assert_true(pr.calls > 0);
     assert_string_equal(pr.phase, "copy");
+    assert_string_equal(pr.phases, "check copy");
+    assert_false(pr.bad);
+    assert_true(pr.events_total >= acked);   /* a full backup: every position up to the snapshot */
+    assert_true(pr.last_events > 0);
     fprintf(stderr, "# acked before %" PRIu64 ", snapshot %" PRIu64 ", after %" PRIu64 ", final %" PRIu64 "\n", acked,
             bi.last_position, after, evs_position(f->s));
     assert_true(bi.last_position >= acked);
@@ -794,8 +815,11 @@ static void test_follower_and_options(void **state)
         bo.progress = on_progress;
         bo.progress_ctx = &pr;
         assert_int_equal(evs_restore(pv, 1, dir2, NULL, &bo, &ri), 0);
-        assert_string_equal(pr.phase, "verify");
-        assert_true(pr.calls >= 2);
+        /* extract the archive, open the store, verify it (events: every position restored) */
+        assert_string_equal(pr.phases, "extract open log");
+        assert_false(pr.bad);
+        assert_int_equal(pr.last_events, ri.last_position);
+        assert_true(pr.calls >= 3);
     }
     evs_close(ro);
 }
