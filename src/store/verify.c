@@ -175,8 +175,9 @@ static evs_rec_status rr_at(rreader *r, uint64_t off, evs_rec *rec)
  *    ends it holds the real length and the checksum's low bits, and the
  *    record validates with that length), means damage.
  *  - END: a torn write may leave holes before later records of the same
- *    append; as recovery does, only a valid COMMIT record followed by yet
- *    another valid record means the damage lies inside the log.
+ *    group write; as recovery does, only a valid later record flagged
+ *    AFTER_SYNC (written once everything before it was durable) means the
+ *    damage lies inside the log.
  */
 static int log_goes_on(rreader *r, uint64_t off, uint64_t pos, int strict)
 {
@@ -185,8 +186,7 @@ static int log_goes_on(rreader *r, uint64_t off, uint64_t pos, int strict)
     int have_hdr = evs__fread(r->f, hdr, sizeof hdr, off, &got) == 0 && got == sizeof hdr &&
                    hdr[0] == 'E' && hdr[1] == 'V' && hdr[2] == 'R';
     uint64_t sum = have_hdr ? evs__get64(hdr + 24) : 0;
-    int seen_commit = 0, found = 0;
-    uint64_t commit_pos = 0;
+    int found = 0;
     evs_buf one = {0};
     for (uint64_t o = off + 8; o <= r->size && !found; o += 8) {
         const uint8_t *p = rr_need(r, o - 8, 8 + EVS_REC_HDR_SIZE);
@@ -205,11 +205,7 @@ static int log_goes_on(rreader *r, uint64_t off, uint64_t pos, int strict)
         /* does a valid record start here? */
         evs_rec rec;
         if (o + EVS_REC_MIN_SIZE <= r->size && rr_at(r, o, &rec) == EVS_REC_OK && rec.position >= pos) {
-            if (strict || (seen_commit && rec.position > commit_pos)) found = 1;
-            if (rec.flags & EVS_REC_COMMIT) {
-                seen_commit = 1;
-                commit_pos = rec.position;
-            }
+            if (strict || (rec.flags & EVS_REC_AFTER_SYNC)) found = 1;
         }
     }
     evs__buf_free(&one);
