@@ -276,9 +276,9 @@ static enum MHD_Result route(evsd_req *r)
     return evsd_error(r, 404, "not_found", "no route for %s", u);
 }
 
-static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                               const char *version, const char *upload_data, size_t *upload_data_size,
-                               void **con_cls)
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size,
+                              void **con_cls)
 {
     evsd_server *srv = cls;
     evsd_req *r = *con_cls;
@@ -325,6 +325,24 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (atomic_load(&srv->stopping))
         return evsd_error(r, 503, "unavailable", "the server is shutting down");
     return route(r);
+}
+
+/* Counts the threads inside the handler, for the shutdown drain: a request
+ * that read `stopping` as 0 has already raised in_handler (both sequentially
+ * consistent), so once main.c, after setting `stopping`, sees in_handler at 0,
+ * every request that got past the check has queued what it suspends for
+ * (raised `inflight`) and no new one can. Without it, an append could
+ * suspend its connection after the drain looked, and MHD_stop_daemon aborts
+ * on a suspended connection. */
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                               const char *version, const char *upload_data, size_t *upload_data_size,
+                               void **con_cls)
+{
+    evsd_server *srv = cls;
+    atomic_fetch_add(&srv->in_handler, 1);
+    enum MHD_Result ret = handle(cls, conn, url, method, version, upload_data, upload_data_size, con_cls);
+    atomic_fetch_sub(&srv->in_handler, 1);
+    return ret;
 }
 
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)

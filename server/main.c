@@ -109,8 +109,14 @@ int main(int argc, char **argv)
     atomic_store(&srv.stopping, 1);
     evsd_http_quiesce(&srv);        /* no new connections */
     evsd_hub_stop(&srv);            /* watchers end their answers */
-    /* appends already queued finish (and are answered) before the daemon stops */
-    for (int i = 0; i < 1000 && atomic_load(&srv.inflight) > 0; i++) {
+    /* requests being handled right now get past their `stopping` check (see
+     * handler() in http.c), then appends already queued finish (and are
+     * answered) before the daemon stops */
+    for (int i = 0; i < 1000 && atomic_load(&srv.in_handler) > 0; i++) {
+        struct timespec d = {0, 1000000L};
+        nanosleep(&d, NULL);
+    }
+    for (int i = 0; i < 6000 && atomic_load(&srv.inflight) > 0; i++) {  /* 30 s: a slow disk */
         struct timespec d = {0, 5 * 1000000L};
         nanosleep(&d, NULL);
     }

@@ -33,6 +33,7 @@ typedef struct evsd_server {
     int64_t started_us;              /* for uptime */
     atomic_int stopping;             /* set by SIGTERM/SIGINT */
     atomic_int inflight;             /* appends queued to the writer, not yet answered */
+    atomic_int in_handler;           /* libmicrohttpd threads inside the request handler now */
     struct evsd_auth *auth;          /* NULL when authentication is off */
 } evsd_server;
 
