@@ -122,6 +122,8 @@ static int reset_indexes(evs_store *s)
     evs__streams_free(&s->streams);
     atomic_store(&s->nstreams, 0);
     s->streams_file_len = 0;
+    s->streams_live_bytes = 0;
+    s->changes.n = 0;  /* they point into the table just freed */
     if (s->read_only) {
         evs__logf(&s->log, EVS_LOG_ERROR, "indexes in %s are missing or damaged; open it once read-write to rebuild them", s->dir);
         return EVS_ECORRUPT;
@@ -499,6 +501,7 @@ int evs__recover(evs_store *s)
     }
     atomic_store(&s->committed, st.last_pos);
     s->since_ckpt = st.last_pos - ck.covered;
+    s->frozen_position = ck.covered;
     if (st.last_pos > r)
         evs__logf(&s->log, EVS_LOG_INFO, "recovered positions %" PRIu64 "..%" PRIu64 " from the log tail",
                   r + 1, st.last_pos);

@@ -132,6 +132,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out)
     if ((rc = evs__proj_open(s)) != 0) return rc;  /* [projections] load and catch up (projection.c) */
     if (!s->read_only) {
         if ((rc = evs__publish_position(s, atomic_load(&s->committed))) != 0) return rc;
+        if ((rc = evs__indexer_start(s)) != 0) return rc;  /* before the writer: it hands work over */
         if ((rc = evs__writer_start(s)) != 0) return rc;
     }
     evs__logf(&s->log, EVS_LOG_INFO, "opened %s%s: position %" PRIu64 ", %" PRIu64 " streams, %zu segments in %.1f ms",
@@ -147,9 +148,10 @@ int evs_close(evs_store *s)
     evs__proj_stop(s);  /* [projections] the builder thread first: it reads through the store */
     if (s->writer_started) {
         evs__writer_stop(s);
-        rc = evs__checkpoint(s);
+        rc = evs__checkpoint(s);  /* a last freeze, then the index thread finishes and exits */
         if (atomic_load(&s->failed) && !rc) rc = EVS_EFATAL;
     }
+    evs__indexer_stop(s);  /* (already stopped unless the open failed before the writer started) */
     evs__proj_close(s);  /* [projections] persist index headers, free */
     pthread_mutex_lock(&s->q_mu);
     s->closing = 1;  /* also for read-only stores: evs_wait returns EVS_ECLOSED */
@@ -163,6 +165,7 @@ int evs_close(evs_store *s)
     pthread_mutex_unlock(&s->wait_mu);
     evs__lsm_close(s->ids);
     evs__lsm_close(s->sidx);
+    free(s->changes.v);
     for (size_t i = 0; i < s->nsegs; i++) evs__seg_close(s->segs[i]);
     free(s->segs);
     evs__streams_free(&s->streams);
