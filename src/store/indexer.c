@@ -27,7 +27,9 @@
  *
  * MERGES run here too, between jobs, in steps of MERGE_STEP entries, so a job
  * never waits long behind a merge (see lsm.c for why the merges made are the
- * same whatever the timing).
+ * same whatever the timing). So does the upkeep of the streams' name order
+ * (evs__streams_sort, after a job, when more than EVS_FRESH_SORT streams are
+ * new).
  *
  * BACKPRESSURE: at most EVS_CKPT_MAX_PENDING jobs are queued or in progress;
  * a writer due to freeze another waits (evs__indexer_wait_room). Memory for
@@ -60,6 +62,9 @@ typedef struct evs_indexer {
     size_t pending;              /* jobs queued or in progress */
     int stop;                    /* finish everything, then exit */
     int merge_more;              /* merge work may remain */
+    int sort_check;              /* a job ran: new streams may be due for the name order. Not at
+                                    open: the streams loaded then are sorted by the first listing
+                                    that needs it, so an open + close never waits for a sort */
 } evs_indexer;
 
 void evs__ckpt_job_free(evs_ckpt_job *job)
@@ -139,7 +144,7 @@ static void *indexer_main(void *arg)
             ix->head = job->next;
             if (!ix->head) ix->tail = NULL;
             pthread_mutex_unlock(&ix->mu);
-            if (!failed && run_job(s, job) == 0) ix->merge_more = 1;  /* the new runs may make a merge due */
+            if (!failed && run_job(s, job) == 0) ix->merge_more = ix->sort_check = 1;  /* the new runs may make a merge due */
             evs__ckpt_job_free(job);
             pthread_mutex_lock(&ix->mu);
             ix->pending--;
@@ -151,6 +156,14 @@ static void *indexer_main(void *arg)
             int more = merge_step(s);
             pthread_mutex_lock(&ix->mu);
             ix->merge_more = more;
+            continue;
+        }
+        if (ix->sort_check && !ix->stop) {  /* new streams into the name order listings walk (no I/O; read.c) */
+            ix->sort_check = 0;
+            pthread_mutex_unlock(&ix->mu);
+            /* (on ENOMEM listings copy more fresh streams: no harm, tried again after the next job) */
+            if (evs__streams_sort_due(s)) evs__streams_sort(s);
+            pthread_mutex_lock(&ix->mu);
             continue;
         }
         if (failed) pthread_cond_broadcast(&ix->room);  /* a writer waiting for room gives up */

@@ -94,6 +94,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out)
     pthread_cond_init(&s->wait_gone, NULL);
     pthread_mutex_init(&s->fail_mu, NULL);
     pthread_mutex_init(&s->follow_mu, NULL);
+    pthread_mutex_init(&s->sort_mu, NULL);
     *out = s;
     int rc = 0;
     if (!(s->dir = strdup(dir))) return EVS_ENOMEM;
@@ -179,6 +180,7 @@ int evs_close(evs_store *s)
     pthread_cond_destroy(&s->wait_gone);
     pthread_mutex_destroy(&s->fail_mu);
     pthread_mutex_destroy(&s->follow_mu);
+    pthread_mutex_destroy(&s->sort_mu);
     free(s->dir);
     free(s);
     return rc;

@@ -84,12 +84,27 @@ typedef struct evs_ckpt_job {
     evs_changes changes;         /* streams changed since the previous job, their states at covered (owned) */
 } evs_ckpt_job;
 
-/* Open-addressing hash table of streams by name. */
+/* Streams in name order (bytewise): an immutable, reference-counted array.
+ * Listings hold a reference and walk it with no lock. */
+typedef struct evs_name_index {
+    _Atomic int refs;            /* the table (while current) + one per listing using it */
+    size_t n;                    /* streams */
+    evs_stream *v[];             /* sorted by name */
+} evs_name_index;
+
+/* Open-addressing hash table of streams by name, plus the name order: every
+ * stream is either in `sorted` or in `fresh` (inserted since sorted was
+ * built). All fields under tbl_lock (insert: write; listing: read). */
 typedef struct evs_stream_table {
     evs_stream **slots;          /* cap entries, NULL = empty */
     size_t cap;                  /* power of two */
     size_t count;                /* streams in the table (some may be version 0 while staged) */
+    evs_name_index *sorted;      /* or NULL (no stream sorted yet) */
+    evs_stream **fresh;          /* in insertion order */
+    size_t nfresh, freshcap;
 } evs_stream_table;
+
+#define EVS_FRESH_SORT 4096u     /* fresh streams above which they are merged into `sorted` */
 
 /* One queued append, owned by the calling thread, completed by the writer. */
 typedef struct evs_req {
@@ -159,6 +174,7 @@ struct evs_store {
     int unsynced;                /* writer: bytes written since the last data sync */
 
     pthread_mutex_t follow_mu;   /* read-only stores: one refresh at a time */
+    pthread_mutex_t sort_mu;     /* one evs__streams_sort at a time */
 
     /* waiting for new events */
     pthread_mutex_t wait_mu;
@@ -203,6 +219,12 @@ evs_stream *evs__streams_find(evs_stream_table *t, const char *name, size_t len)
 int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_stream **out);
 void evs__streams_free(evs_stream_table *t);
 int evs__streams_load(evs_store *s, uint64_t valid_len);
+/* Merge the fresh streams into the name order (O(streams), outside tbl_lock
+ * but for two short holds; one sorter at a time). Index thread, listings. */
+int evs__streams_sort(evs_store *s);
+int evs__streams_sort_due(evs_store *s);       /* more than EVS_FRESH_SORT fresh streams */
+void evs__names_unref(evs_name_index *ni);
+int evs__name_cmp(const char *a, size_t alen, const char *b, size_t blen);  /* bytewise, like strcmp */
 /* Index thread: persist the changes (a job's) as one chunk covering `covered`. */
 int evs__streams_save(evs_store *s, uint64_t covered, const evs_changes *ch);
 /* Record a stream's committed state for the next checkpoint (writer, recovery). */

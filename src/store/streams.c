@@ -89,8 +89,16 @@ int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_s
         int rc = grow(t);
         if (rc) return rc;
     }
+    if (t->nfresh == t->freshcap) {
+        size_t cap = t->freshcap ? t->freshcap * 2 : 1024;
+        evs_stream **f = realloc(t->fresh, cap * sizeof *f);
+        if (!f) return EVS_ENOMEM;
+        t->fresh = f;
+        t->freshcap = cap;
+    }
     evs_stream *e = calloc(1, sizeof *e + len + 1);
     if (!e) return EVS_ENOMEM;
+    t->fresh[t->nfresh++] = e;
     memcpy(e->name, name, len);
     e->name_len = (uint16_t)len;
     evs__stream_hash(name, len, e->hash);
@@ -107,7 +115,81 @@ void evs__streams_free(evs_stream_table *t)
     for (size_t i = 0; i < t->cap; i++)
         free(t->slots[i]);
     free(t->slots);
+    evs__names_unref(t->sorted);
+    free(t->fresh);
     memset(t, 0, sizeof *t);
+}
+
+/* ---- the name order ---- */
+
+int evs__name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    if (c) return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+static int cmp_stream_ptr(const void *x, const void *y)
+{
+    const evs_stream *a = *(evs_stream *const *)x, *b = *(evs_stream *const *)y;
+    return evs__name_cmp(a->name, a->name_len, b->name, b->name_len);
+}
+
+void evs__names_unref(evs_name_index *ni)
+{
+    if (ni && atomic_fetch_sub(&ni->refs, 1) == 1) free(ni);
+}
+
+int evs__streams_sort_due(evs_store *s)
+{
+    pthread_rwlock_rdlock(&s->tbl_lock);
+    int due = s->streams.nfresh > EVS_FRESH_SORT;
+    pthread_rwlock_unlock(&s->tbl_lock);
+    return due;
+}
+
+/* Names never change and streams are never freed while the store is open, so
+ * the sort and the merge need no lock: only taking the fresh streams and
+ * installing the result do. Streams inserted meanwhile stay fresh: only this
+ * function removes from the front of `fresh`, and inserts append. */
+int evs__streams_sort(evs_store *s)
+{
+    evs_stream_table *t = &s->streams;
+    int rc = 0;
+    evs_stream **add = NULL;
+    evs_name_index *old = NULL, *ni = NULL;
+    pthread_mutex_lock(&s->sort_mu);
+    pthread_rwlock_rdlock(&s->tbl_lock);
+    size_t d = t->nfresh;
+    if (d && (add = malloc(d * sizeof *add)) != NULL) memcpy(add, t->fresh, d * sizeof *add);
+    if ((old = t->sorted) != NULL) atomic_fetch_add(&old->refs, 1);
+    pthread_rwlock_unlock(&s->tbl_lock);
+    if (d == 0) goto out;
+    if (!add) { rc = EVS_ENOMEM; goto out; }
+    qsort(add, d, sizeof *add, cmp_stream_ptr);
+    size_t n0 = old ? old->n : 0;
+    ni = malloc(sizeof *ni + (n0 + d) * sizeof ni->v[0]);
+    if (!ni) { rc = EVS_ENOMEM; goto out; }
+    atomic_init(&ni->refs, 1);
+    ni->n = n0 + d;
+    for (size_t i = 0, j = 0, k = 0; k < ni->n; k++) {
+        if (j == d || (i < n0 && cmp_stream_ptr(&old->v[i], &add[j]) < 0)) ni->v[k] = old->v[i++];
+        else ni->v[k] = add[j++];
+    }
+    pthread_rwlock_wrlock(&s->tbl_lock);
+    evs_name_index *prev = t->sorted;  /* == old: only this function replaces it */
+    t->sorted = ni;
+    memmove(t->fresh, t->fresh + d, (t->nfresh - d) * sizeof *t->fresh);
+    t->nfresh -= d;
+    pthread_rwlock_unlock(&s->tbl_lock);
+    ni = NULL;
+    evs__names_unref(prev);
+out:
+    evs__names_unref(old);
+    free(ni);
+    free(add);
+    pthread_mutex_unlock(&s->sort_mu);
+    return rc;
 }
 
 /* Read streams.idx up to valid_len into the table (at open, before any reader). */
