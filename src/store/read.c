@@ -452,7 +452,7 @@ int evs_streams_open(evs_store *s, const char *prefix, evs_stream_iter **out)
         break;
     }
     if (rc) goto out;
-    qsort(it->fresh, it->nfresh, sizeof *it->fresh, cmp_fresh);
+    if (it->nfresh > 1) qsort(it->fresh, it->nfresh, sizeof *it->fresh, cmp_fresh);
     if (it->snap && it->pl) it->si = lower_bound(it->snap, it->prefix, it->pl);
 out:
     if (rc) evs_streams_close(it);
