@@ -109,7 +109,7 @@ fuzz: deps
 # any report fails the target and is printed. tests/tsan.supp may name only
 # third-party libraries, never our code.
 TSAN_BUILD ?= build-tsan
-TSAN_TESTS ?= test_store_concurrency|test_store_process|test_store_reopen|test_store_read|test_lsm|test_vfs|test_json|test_consumers|test_projections|test_http_concurrency|test_http_watch|test_abuse|test_backup
+TSAN_TESTS ?= test_store_concurrency|test_store_process|test_store_reopen|test_store_read|test_index_thread|test_lsm|test_vfs|test_json|test_consumers|test_projections|test_http_concurrency|test_http_watch|test_abuse|test_backup
 tsan: deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEVS_TSAN=ON -DEVS_BUILD_BENCH=OFF
 	cmake --build $(TSAN_BUILD) -j $(JOBS)

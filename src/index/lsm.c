@@ -1,20 +1,34 @@
 /*
  * lsm.c — the persisted index (lsm.h): memtables + immutable runs + manifest.
  *
- * State: `mem` receives puts; `imm` is the memtable frozen by a checkpoint
- * in progress (or NULL); `cur` is the current version, an immutable,
+ * State: `mem` receives puts; `imm[0..nimm)` are memtables frozen by
+ * evs__lsm_freeze and not yet written (oldest first, each with the covered
+ * position it was frozen at); `cur` is the current version, an immutable,
  * reference-counted list of open runs, oldest first. Precedence on equal
- * (key, a): mem, then imm, then runs newest to oldest.
+ * (key, a): mem, then imm newest to oldest, then runs newest to oldest.
  *
- * Locking (LevelDB's imm_ pattern): one rwlock guards the three pointers and
- * the contents of the memtables. put takes it for writing for one O(1)
- * insert. get/scan take it for reading only to search the memtables and to
- * take a reference to `cur`; all run I/O happens after it is released, so a
- * slow disk never stalls the writer. checkpoint takes it for writing twice,
- * each time for O(1): to freeze mem into imm, and to install the new version
- * (and drop imm) once the run and the manifest are durable. Writing and
- * merging runs happen with no lock held; readers keep using imm and the old
- * version meanwhile.
+ * Roles: the *owner* (the store's writer thread) calls put and freeze; the
+ * *flusher* (the store's index thread) calls flush and merge_step, and is the
+ * only thread that replaces `cur` or writes a file; readers call get, get_last
+ * and scan from any thread. evs__lsm_checkpoint plays both roles in the
+ * calling thread (tests, tools).
+ *
+ * Locking (LevelDB's imm_ pattern): one rwlock guards mem, imm[], nimm, cur
+ * and the contents of the memtables. put takes it for writing for one O(1)
+ * insert; freeze for one O(1) pointer swap. get/scan take it for reading only
+ * to search the memtables and to take a reference to `cur`; all run I/O
+ * happens after it is released, so a slow disk never stalls the owner. flush
+ * takes it for writing once, for O(1), to install the new version and drop
+ * the frozen table it wrote, both at once: a reader sees the entries either
+ * in the frozen table or in the new run, never in neither. Writing and
+ * merging runs happen with no lock held.
+ *
+ * Merges are resumable (evs__merger) and run in bounded steps, so a flush
+ * never waits behind a long merge. Which runs are merged is decided as if
+ * every flush were followed by its merges to a fixpoint: only the `settled`
+ * oldest runs are considered, and a flushed run joins them when the policy
+ * finds nothing more to merge among them. The merges (and so the files and
+ * calls) are then the same whatever the timing of freezes and flushes.
  *
  * Lifetime: a version is freed when its last holder (the index or a reader
  * mid-lookup) drops it; a run when the last version listing it goes. A run
@@ -23,9 +37,10 @@
  * version never lose the file under them (on any vfs).
  *
  * Crash safety: see docs/FORMAT-index.md. In short: the manifest is the
- * commit point; files it does not list are garbage that a writable open
- * deletes; files it lists are deleted only after a manifest without them is
- * durable.
+ * commit point and names the position its runs cover (that of the frozen
+ * table just written, whose run is durable before the manifest is written);
+ * files it does not list are garbage that a writable open deletes; files it
+ * lists are deleted only after a manifest without them is durable.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -40,6 +55,7 @@
 #include "index/lsm_ext.h"
 
 #define LSM_OPEN_ATTEMPTS 8  /* manifest re-reads when a listed run vanished (read-only) */
+#define LSM_MAX_IMM 4        /* frozen memtables at most (freeze beyond: EVS_EBUSY) */
 
 typedef struct lsm_version {
     atomic_int refs;        /* the index (while current) and readers mid-lookup */
@@ -54,15 +70,25 @@ struct evs__lsm {
     char *name;             /* index name (owned) */
     int read_only;          /* 1: never write, create or delete a file */
     evs_logger lg;          /* where problems are logged */
-    pthread_rwlock_t lock;  /* guards mem, imm, cur and the memtables' contents */
+    pthread_rwlock_t lock;  /* guards mem, imm, imm_cov, nimm, cur and the memtables' contents */
     evs__memtable *mem;     /* receives puts */
-    evs__memtable *imm;     /* frozen by a checkpoint in progress, or NULL */
+    evs__memtable *imm[LSM_MAX_IMM]; /* frozen, not yet in a run; oldest first */
+    uint64_t imm_cov[LSM_MAX_IMM];   /* the covered position each was frozen at */
+    size_t nimm;            /* frozen tables */
+    evs__memtable *spare;   /* an empty table the flusher made ready for the next freeze, or NULL */
     lsm_version *cur;       /* the runs readers search */
     size_t mem_count;       /* entries in mem + imm (atomic access: read from any thread) */
-    /* writer-thread state: what the manifest on disk says */
+    /* owner state */
+    uint64_t frozen_cov;    /* covered position of the last freeze (or of the manifest at open) */
+    /* flusher state: what the manifest on disk says, and the merge in progress */
     uint64_t covered;       /* covered position of the last manifest */
     uint64_t next_seq;      /* next run sequence number */
     uint64_t gen;           /* generation of the last manifest */
+    size_t settled;         /* the oldest runs of cur the merge policy considers */
+    int merging;            /* 1: mg is under way, merging cur->runs[mstart, mstart + WIDTH) */
+    size_t mstart;          /* first input's index in cur->runs */
+    evs__run *min[EVS_MERGE_WIDTH]; /* the inputs (referenced while merging) */
+    evs__merger mg;         /* the streaming merge */
 };
 
 /* ---- versions ---- */
@@ -110,13 +136,28 @@ void evs__lsm_set_logger(evs__lsm *l, const evs_logger *lg)
         l->lg = *lg;
 }
 
+static void merge_drop(evs__lsm *l)  /* abandon the merge in progress (its file is removed) */
+{
+    if (!l->merging)
+        return;
+    evs__merger_abort(&l->mg);
+    for (size_t i = 0; i < EVS_MERGE_WIDTH; i++) {
+        evs__run_unref(l->min[i]);
+        l->min[i] = NULL;
+    }
+    l->merging = 0;
+}
+
 static void lsm_free(evs__lsm *l)
 {
     if (!l)
         return;
+    merge_drop(l);
     version_unref(l->cur);
     evs__mt_free(l->mem);
-    evs__mt_free(l->imm);
+    for (size_t i = 0; i < l->nimm; i++)
+        evs__mt_free(l->imm[i]);
+    evs__mt_free(l->spare);
     pthread_rwlock_destroy(&l->lock);
     free(l->dir);
     free(l->name);
@@ -229,9 +270,10 @@ static int lsm_load(evs__lsm *l)
             goto out;
         }
     }
-    l->covered = m.covered;
+    l->covered = l->frozen_cov = m.covered;
     l->next_seq = m.next_seq;
     l->gen = m.gen;
+    l->settled = l->cur->nruns;
     if (!l->read_only)
         rc = lsm_sweep(l);
 out:
@@ -315,7 +357,9 @@ out:
 
 static void lsm_count(evs__lsm *l)  /* under the write lock */
 {
-    size_t n = evs__mt_entries(l->mem) + (l->imm ? evs__mt_entries(l->imm) : 0);
+    size_t n = evs__mt_entries(l->mem);
+    for (size_t i = 0; i < l->nimm; i++)
+        n += evs__mt_entries(l->imm[i]);
     __atomic_store_n(&l->mem_count, n, __ATOMIC_RELAXED);
 }
 
@@ -340,10 +384,11 @@ int evs__lsm_get(evs__lsm *l, const uint8_t key[16], uint64_t a_min, evs_kv *out
     lsm_version *v = NULL;
     pthread_rwlock_rdlock(&l->lock);
     found = evs__mt_get(l->mem, key, a_min, &best);
-    if (l->imm && evs__mt_get(l->imm, key, a_min, &e) && (!found || e.a < best.a)) {
-        best = e;
-        found = 1;
-    }
+    for (size_t i = l->nimm; i-- > 0;)  /* newest first: an older one wins only with a smaller a */
+        if (evs__mt_get(l->imm[i], key, a_min, &e) && (!found || e.a < best.a)) {
+            best = e;
+            found = 1;
+        }
     v = l->cur;
     version_ref(v);
     pthread_rwlock_unlock(&l->lock);
@@ -379,10 +424,11 @@ int evs__lsm_get_last(evs__lsm *l, const uint8_t key[16], uint64_t a_max, evs_kv
     lsm_version *v = NULL;
     pthread_rwlock_rdlock(&l->lock);
     found = evs__mt_get_last(l->mem, key, a_max, &best);
-    if (l->imm && evs__mt_get_last(l->imm, key, a_max, &e) && (!found || e.a > best.a)) {
-        best = e;
-        found = 1;
-    }
+    for (size_t i = l->nimm; i-- > 0;)  /* newest first: an older one wins only with a larger a */
+        if (evs__mt_get_last(l->imm[i], key, a_max, &e) && (!found || e.a > best.a)) {
+            best = e;
+            found = 1;
+        }
     v = l->cur;
     version_ref(v);
     pthread_rwlock_unlock(&l->lock);
@@ -445,26 +491,28 @@ int evs__lsm_scan(evs__lsm *l, const uint8_t key[16], uint64_t a_lo, uint64_t a_
     if (max == 0 || a_lo > a_hi)
         return 0;
     pthread_rwlock_rdlock(&l->lock);
-    size_t c0 = evs__mt_count(l->mem, key, a_lo, a_hi);
-    size_t c1 = l->imm ? evs__mt_count(l->imm, key, a_lo, a_hi) : 0;
-    c0 = EVS_MIN(c0, max);
-    c1 = EVS_MIN(c1, max);
+    /* memtables newest first (mem, then imm newest to oldest): ties go to the lowest index */
+    size_t nmt = 1 + l->nimm, ctot = 0, cnt[1 + LSM_MAX_IMM];
+    for (size_t j = 0; j < nmt; j++) {
+        const evs__memtable *m = j == 0 ? l->mem : l->imm[l->nimm - j];
+        cnt[j] = EVS_MIN(evs__mt_count(m, key, a_lo, a_hi), max);
+        ctot += cnt[j];
+    }
     v = l->cur;
     version_ref(v);
-    src = calloc(2 + v->nruns, sizeof *src);
-    if (c0 + c1)
-        memcopy = malloc((c0 + c1) * sizeof *memcopy);
-    if (!src || (c0 + c1 && !memcopy)) {
+    src = calloc(nmt + v->nruns, sizeof *src);
+    if (ctot)
+        memcopy = malloc(ctot * sizeof *memcopy);
+    if (!src || (ctot && !memcopy)) {
         pthread_rwlock_unlock(&l->lock);
         rc = EVS_ENOMEM;
         goto out;
     }
-    /* sources newest first: ties go to the lowest index */
-    src[nsrc].arr = memcopy;
-    src[nsrc++].n = evs__mt_range(l->mem, key, a_lo, a_hi, memcopy, c0);
-    if (l->imm) {
-        src[nsrc].arr = memcopy + c0;
-        src[nsrc++].n = evs__mt_range(l->imm, key, a_lo, a_hi, memcopy + c0, c1);
+    for (size_t j = 0, off = 0; j < nmt; j++) {
+        const evs__memtable *m = j == 0 ? l->mem : l->imm[l->nimm - j];
+        src[nsrc].arr = memcopy + off;
+        src[nsrc++].n = evs__mt_range(m, key, a_lo, a_hi, memcopy + off, cnt[j]);
+        off += cnt[j];
     }
     pthread_rwlock_unlock(&l->lock);
     for (size_t i = v->nruns; i-- > 0;) {
@@ -555,73 +603,169 @@ static int version_push(lsm_version *v, evs__run *r)
     return 0;
 }
 
-/* Apply the merge policy to v (not yet visible to anyone) until it picks nothing. */
-static int lsm_merge(evs__lsm *l, lsm_version *v, const lsm_version *old, uint64_t *next_seq)
+/* A new version: v's runs (referenced again), with room for one more. */
+static lsm_version *version_copy(const lsm_version *v)
 {
-    int rc = 0;
-    uint64_t *sizes = NULL;
-    size_t start = 0;
-    for (;;) {
-        free(sizes);
-        sizes = malloc((v->nruns ? v->nruns : 1) * sizeof *sizes);
-        if (!sizes) {
-            rc = EVS_ENOMEM;
-            goto out;
-        }
-        for (size_t i = 0; i < v->nruns; i++)
-            sizes[i] = v->runs[i]->h.entries;
-        if (!evs__merge_pick(sizes, v->nruns, &start))
-            break;
-        evs__run *m = NULL;
-        if ((rc = evs__merge_runs(l->vfs, &l->lg, l->dir, l->name, (*next_seq)++,
-                                  v->runs + start, EVS_MERGE_WIDTH, &m)) != 0)
-            goto out;
-        for (size_t i = start; i < start + EVS_MERGE_WIDTH; i++) {
-            if (!version_has(old, v->runs[i]))  /* made by this checkpoint, never listed */
-                atomic_store(&v->runs[i]->doomed, 1);
-            evs__run_unref(v->runs[i]);
-        }
-        v->runs[start] = m;
-        memmove(v->runs + start + 1, v->runs + start + EVS_MERGE_WIDTH,
-                (v->nruns - start - EVS_MERGE_WIDTH) * sizeof *v->runs);
-        v->nruns -= EVS_MERGE_WIDTH - 1;
+    lsm_version *nv = version_new(v->nruns + 1);
+    if (!nv)
+        return NULL;
+    for (size_t i = 0; i < v->nruns; i++) {
+        evs__run_ref(v->runs[i]);
+        nv->runs[nv->nruns++] = v->runs[i];
     }
-out:
-    free(sizes);
+    return nv;
+}
+
+/* Write the manifest naming nv's runs as covering `covered`. */
+static int lsm_write_manifest(evs__lsm *l, const lsm_version *nv, uint64_t covered, int *renamed)
+{
+    evs__manifest m = { 0 };
+    m.covered = covered;
+    m.next_seq = l->next_seq;
+    m.gen = l->gen + 1;
+    m.nruns = nv->nruns;
+    m.runs = calloc(nv->nruns ? nv->nruns : 1, sizeof *m.runs);
+    if (!m.runs)
+        return EVS_ENOMEM;
+    for (size_t i = 0; i < nv->nruns; i++) {
+        const evs__run *r = nv->runs[i];
+        m.runs[i] = (evs__man_run){ r->h.seq, r->h.entries, r->size, r->h.hdr_sum };
+    }
+    int rc = evs__man_write(l->vfs, l->dir, l->name, &m, renamed);
+    evs__man_free(&m);
+    if (rc == 0)
+        l->gen++;
     return rc;
 }
 
-int evs__lsm_checkpoint(evs__lsm *l, uint64_t covered)
+/* The manifest for nv is durable: make nv current (dropping the oldest frozen
+ * table in the same step when drop_imm), doom the runs it no longer lists. */
+static void lsm_install(evs__lsm *l, lsm_version *nv, int drop_imm)
 {
-    int rc = 0, frozen = 0, renamed = 0;
+    evs__memtable *gone = NULL;
+    pthread_rwlock_wrlock(&l->lock);
+    lsm_version *old = l->cur;
+    l->cur = nv;
+    if (drop_imm) {
+        gone = l->imm[0];
+        memmove(l->imm, l->imm + 1, (l->nimm - 1) * sizeof *l->imm);
+        memmove(l->imm_cov, l->imm_cov + 1, (l->nimm - 1) * sizeof *l->imm_cov);
+        l->nimm--;
+        lsm_count(l);
+    }
+    pthread_rwlock_unlock(&l->lock);
+    for (size_t i = 0; i < old->nruns; i++)
+        if (!version_has(nv, old->runs[i]))
+            atomic_store(&old->runs[i]->doomed, 1);
+    version_unref(old);
+    evs__mt_free(gone);  /* outside the lock: O(entries) */
+}
+
+/* A failed step: drop nv, removing the files this step made unless a manifest naming them may be in place. */
+static void lsm_discard(evs__lsm *l, lsm_version *nv, int renamed)
+{
+    if (!nv)
+        return;
+    for (size_t i = 0; i < nv->nruns && !renamed; i++)
+        if (!version_has(l->cur, nv->runs[i]))
+            atomic_store(&nv->runs[i]->doomed, 1);
+    version_unref(nv);
+}
+
+/* Flusher: have an empty table as large as mem ready for the owner's next
+ * freeze, so that the owner never waits for a large allocation (glibc serves
+ * a large calloc from the heap, zeroing it, once a free has raised its mmap
+ * threshold). Best effort: without one, freeze allocates. */
+static void lsm_make_spare(evs__lsm *l)
+{
+    evs__memtable *m = NULL, *old = NULL;
+    pthread_rwlock_rdlock(&l->lock);
+    size_t want = evs__mt_slots(l->mem), have = l->spare ? evs__mt_slots(l->spare) : 0;
+    pthread_rwlock_unlock(&l->lock);
+    if (have >= want || evs__mt_new_sized(&m, want) != 0)
+        return;
+    pthread_rwlock_wrlock(&l->lock);
+    old = l->spare;
+    l->spare = m;
+    pthread_rwlock_unlock(&l->lock);
+    evs__mt_free(old);
+}
+
+void evs__lsm_presize(evs__lsm *l, size_t entries)
+{
+    evs__memtable *m = NULL;
+    size_t slots = entries + entries / 3 + 1;  /* the table keeps its load under 3/4 */
+    if (l->read_only || evs__mt_entries(l->mem) != 0 || evs__mt_slots(l->mem) >= slots ||
+        evs__mt_new_sized(&m, slots) != 0)
+        return;
+    pthread_rwlock_wrlock(&l->lock);
+    evs__memtable *old = l->mem;
+    l->mem = m;
+    pthread_rwlock_unlock(&l->lock);
+    evs__mt_free(old);
+}
+
+int evs__lsm_freeze(evs__lsm *l, uint64_t covered)
+{
+    int rc = 0;
     evs__memtable *fresh = NULL;
-    lsm_version *nv = NULL, *old = NULL;
-    evs__manifest m = { 0 };
-    uint64_t next_seq = l->next_seq;
     if (l->read_only)
         return EVS_EREADONLY;
-    if (evs__mt_entries(l->mem) == 0 && covered == l->covered)
+    if (evs__mt_entries(l->mem) == 0 && covered == l->frozen_cov)
         return 0;  /* nothing would change */
-    if ((rc = evs__mt_new_sized(&fresh, evs__mt_slots(l->mem))) != 0)
-        return rc;
-    nv = version_new(l->cur->nruns + 1);
-    if (!nv) {
-        rc = EVS_ENOMEM;
-        goto out;
-    }
-    for (size_t i = 0; i < l->cur->nruns; i++) {  /* only this thread replaces cur */
-        evs__run_ref(l->cur->runs[i]);
-        nv->runs[nv->nruns++] = l->cur->runs[i];
-    }
+    /* the next table starts at the size this one reached (no rehashing cycle after
+     * cycle); the flusher usually has one ready, allocated (and zeroed) on its time */
+    size_t want = evs__mt_slots(l->mem);
     pthread_rwlock_wrlock(&l->lock);
-    l->imm = l->mem;
-    l->mem = fresh;
+    if (l->spare && evs__mt_slots(l->spare) >= want) {
+        fresh = l->spare;
+        l->spare = NULL;
+    }
     pthread_rwlock_unlock(&l->lock);
-    fresh = NULL;
-    frozen = 1;
-    if (evs__mt_entries(l->imm) > 0) {
+    if (!fresh && (rc = evs__mt_new_sized(&fresh, want)) != 0)
+        return rc;
+    pthread_rwlock_wrlock(&l->lock);
+    if (l->nimm == LSM_MAX_IMM) {
+        rc = -EBUSY;
+    } else {
+        l->imm[l->nimm] = l->mem;
+        l->imm_cov[l->nimm++] = covered;
+        l->mem = fresh;
+        fresh = NULL;
+        lsm_count(l);
+    }
+    pthread_rwlock_unlock(&l->lock);
+    evs__mt_free(fresh);
+    if (rc == 0)
+        l->frozen_cov = covered;
+    return rc;
+}
+
+size_t evs__lsm_frozen(evs__lsm *l)
+{
+    pthread_rwlock_rdlock(&l->lock);
+    size_t n = l->nimm;
+    pthread_rwlock_unlock(&l->lock);
+    return n;
+}
+
+int evs__lsm_flush(evs__lsm *l)
+{
+    int rc = 0, renamed = 0;
+    lsm_version *nv = NULL;
+    if (l->read_only)
+        return EVS_EREADONLY;
+    pthread_rwlock_rdlock(&l->lock);
+    evs__memtable *m = l->nimm ? l->imm[0] : NULL;  /* frozen: nobody changes it any more */
+    uint64_t covered = l->nimm ? l->imm_cov[0] : 0;
+    pthread_rwlock_unlock(&l->lock);
+    if (!m)
+        return 0;
+    if (!(nv = version_copy(l->cur)))  /* only this thread replaces cur */
+        return EVS_ENOMEM;
+    if (evs__mt_entries(m) > 0) {
         evs__run *r = NULL;
-        if ((rc = lsm_write_run(l, l->imm, next_seq++, &r)) != 0)
+        if ((rc = lsm_write_run(l, m, l->next_seq++, &r)) != 0)
             goto out;
         if ((rc = version_push(nv, r)) != 0) {
             atomic_store(&r->doomed, 1);
@@ -629,57 +773,115 @@ int evs__lsm_checkpoint(evs__lsm *l, uint64_t covered)
             goto out;
         }
     }
-    if ((rc = lsm_merge(l, nv, l->cur, &next_seq)) != 0)
+    if ((nv->nruns != l->cur->nruns || covered != l->covered) &&
+        (rc = lsm_write_manifest(l, nv, covered, &renamed)) != 0)
         goto out;
-    m.covered = covered;
-    m.next_seq = next_seq;
-    m.gen = l->gen + 1;
-    m.nruns = nv->nruns;
-    m.runs = calloc(nv->nruns ? nv->nruns : 1, sizeof *m.runs);
-    if (!m.runs) {
-        rc = EVS_ENOMEM;
-        goto out;
-    }
-    for (size_t i = 0; i < nv->nruns; i++) {
-        const evs__run *r = nv->runs[i];
-        m.runs[i] = (evs__man_run){ r->h.seq, r->h.entries, r->size, r->h.hdr_sum };
-    }
-    if ((rc = evs__man_write(l->vfs, l->dir, l->name, &m, &renamed)) != 0)
-        goto out;
-    /* committed: publish the new version, drop the frozen memtable */
-    pthread_rwlock_wrlock(&l->lock);
-    old = l->cur;
-    l->cur = nv;
-    fresh = l->imm;  /* freed below, outside the lock */
-    l->imm = NULL;
-    lsm_count(l);
-    pthread_rwlock_unlock(&l->lock);
-    frozen = 0;
-    for (size_t i = 0; i < old->nruns; i++)
-        if (!version_has(nv, old->runs[i]))
-            atomic_store(&old->runs[i]->doomed, 1);
-    version_unref(old);
+    /* committed: readers find the entries in the new run from now on */
+    lsm_install(l, nv, 1);
     nv = NULL;
     l->covered = covered;
-    l->gen = m.gen;
+    lsm_make_spare(l);
 out:
-    l->next_seq = next_seq;  /* never reuse a number, even one that failed */
-    if (nv) {
-        /* failed: files this checkpoint made go, unless a manifest naming them may be in place */
-        for (size_t i = 0; i < nv->nruns && !renamed; i++)
-            if (!version_has(l->cur, nv->runs[i]))
-                atomic_store(&nv->runs[i]->doomed, 1);
-        version_unref(nv);
+    lsm_discard(l, nv, renamed);
+    return rc;
+}
+
+int evs__lsm_merge_step(evs__lsm *l, uint64_t budget, int *more)
+{
+    int rc = 0, done = 0, renamed = 0;
+    lsm_version *nv = NULL;
+    evs__run *out = NULL;
+    *more = 0;
+    if (l->read_only)
+        return 0;
+    while (!l->merging) {
+        lsm_version *v = l->cur;
+        size_t n = EVS_MIN(l->settled, v->nruns), start = 0;
+        uint64_t sizes[EVS_MERGE_MAX_RUNS * 4 + EVS_MERGE_WIDTH];
+        uint64_t *sz = n <= sizeof sizes / sizeof sizes[0] ? sizes : malloc(n * sizeof *sz);
+        if (!sz)
+            return EVS_ENOMEM;
+        for (size_t i = 0; i < n; i++)
+            sz[i] = v->runs[i]->h.entries;
+        int pick = evs__merge_pick(sz, n, &start);
+        if (sz != sizes)
+            free(sz);
+        if (!pick) {
+            if (l->settled >= v->nruns)
+                return 0;  /* nothing to merge */
+            l->settled++;  /* the next flushed run joins the merge policy */
+            continue;
+        }
+        for (size_t i = 0; i < EVS_MERGE_WIDTH; i++) {
+            l->min[i] = v->runs[start + i];
+            evs__run_ref(l->min[i]);
+        }
+        l->mstart = start;
+        l->merging = 1;
+        if ((rc = evs__merger_begin(&l->mg, l->vfs, &l->lg, l->dir, l->name, l->next_seq++, l->min,
+                                    EVS_MERGE_WIDTH)) != 0)
+            goto fail;
     }
-    if (frozen) {  /* undo the freeze: the writer (this thread) put nothing meanwhile */
-        pthread_rwlock_wrlock(&l->lock);
-        fresh = l->mem;
-        l->mem = l->imm;
-        l->imm = NULL;
-        lsm_count(l);
-        pthread_rwlock_unlock(&l->lock);
+    if ((rc = evs__merger_step(&l->mg, budget, &done)) != 0)
+        goto fail;
+    if (!done) {
+        *more = 1;
+        return 0;
     }
-    evs__mt_free(fresh);
-    evs__man_free(&m);
+    if ((rc = evs__merger_finish(&l->mg, &out)) != 0)
+        goto fail;
+    /* the new version: the inputs' window (still where it was: flushes only append) replaced */
+    lsm_version *v = l->cur;
+    nv = version_new(v->nruns);
+    if (!nv) {
+        rc = EVS_ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < v->nruns; i++) {
+        if (i >= l->mstart && i < l->mstart + EVS_MERGE_WIDTH) {
+            if (v->runs[i] != l->min[i - l->mstart]) {
+                rc = EVS_EINVAL;  /* cannot happen: only this thread changes cur */
+                goto fail;
+            }
+            if (i == l->mstart) {
+                nv->runs[nv->nruns++] = out;
+                out = NULL;
+            }
+            continue;
+        }
+        evs__run_ref(v->runs[i]);
+        nv->runs[nv->nruns++] = v->runs[i];
+    }
+    if ((rc = lsm_write_manifest(l, nv, l->covered, &renamed)) != 0)
+        goto fail;
+    lsm_install(l, nv, 0);  /* dooms the inputs */
+    nv = NULL;
+    l->settled -= EVS_MERGE_WIDTH - 1;
+    merge_drop(l);
+    *more = 1;  /* the policy may pick again (cascades) */
+    return 0;
+fail:
+    if (out) {
+        if (!renamed)
+            atomic_store(&out->doomed, 1);
+        evs__run_unref(out);
+    }
+    lsm_discard(l, nv, renamed);
+    merge_drop(l);
+    return rc;
+}
+
+int evs__lsm_checkpoint(evs__lsm *l, uint64_t covered)
+{
+    int rc = 0, more = 1;
+    if (l->read_only)
+        return EVS_EREADONLY;
+    while (evs__lsm_frozen(l) > 0)  /* what an earlier failed checkpoint left frozen first */
+        if ((rc = evs__lsm_flush(l)) != 0)
+            return rc;
+    if ((rc = evs__lsm_freeze(l, covered)) != 0 || (rc = evs__lsm_flush(l)) != 0)
+        return rc;
+    while (rc == 0 && more)
+        rc = evs__lsm_merge_step(l, UINT64_MAX, &more);
     return rc;
 }

@@ -20,8 +20,11 @@
  * EVS_ECORRUPT and the store rebuilds the index from the log (indexes are
  * derived data: deleting every *.idx file is always safe).
  *
- * Threading: one writer thread calls put/checkpoint; any number of reader
- * threads call get/scan concurrently. The module locks internally.
+ * Threading: one owner thread calls put and freeze; one flusher thread
+ * (the same or another) calls flush and merge_step, which do all the file
+ * I/O; any number of reader threads call get/get_last/scan concurrently and
+ * see mem + frozen tables + runs with no gap at any moment. The module locks
+ * internally; checkpoint plays owner and flusher in the calling thread.
  */
 #ifndef EVS_INDEX_LSM_H
 #define EVS_INDEX_LSM_H
@@ -70,12 +73,45 @@ int evs__lsm_scan(evs__lsm *l, const uint8_t key[16], uint64_t a_lo, uint64_t a_
 
 /**
  * Persist everything put so far as covering log positions up to covered
- * (the caller guarantees those log records are durable). Atomic: after a
- * crash, open reports either the old or the new covered position.
- * May merge runs. @return 0 or -errno/EVS_*; on failure the in-memory
- * state is unchanged and the previous checkpoint stays valid.
+ * (the caller guarantees those log records are durable): flush what is
+ * frozen, freeze, flush, merge until the policy is satisfied, all in the
+ * calling thread. Atomic: after a crash, open reports either the old or the
+ * new covered position (or one in between when earlier frozen tables were
+ * pending). @return 0 or -errno/EVS_*; on failure every entry stays readable
+ * (in memory) and the previous checkpoint stays valid.
  */
 int evs__lsm_checkpoint(evs__lsm *l, uint64_t covered);
+
+/**
+ * Owner: freeze the in-memory table as covering log positions up to covered
+ * (it must hold every entry of those positions and none after) and start a
+ * fresh one. O(1): no I/O, one allocation. A no-op when nothing was put and
+ * covered is unchanged. Lookups keep finding the frozen entries until
+ * evs__lsm_flush has made them durable in a run.
+ * @return 0; -EBUSY (too many frozen tables: flush first); EVS_ENOMEM; EVS_EREADONLY.
+ */
+int evs__lsm_freeze(evs__lsm *l, uint64_t covered);
+
+/**
+ * Flusher: write the oldest frozen table as a run (temp, fsync, rename,
+ * directory fsync), then the manifest naming it with the covered position it
+ * was frozen at, then drop the table (readers switch to the run atomically).
+ * No merging. 0 when nothing is frozen. On failure the table stays frozen
+ * (and readable) and the previous manifest stays valid; calling again retries.
+ */
+int evs__lsm_flush(evs__lsm *l);
+
+/** Frozen tables not yet flushed. */
+size_t evs__lsm_frozen(evs__lsm *l);
+
+/**
+ * Flusher: at most `budget` entries of merge work (size-tiered policy over
+ * the runs flushed so far), ending with a manifest and an atomic switch for
+ * each merge completed. *more = 1 while merge work remains.
+ * @return 0 or -errno/EVS_*; a failed merge is abandoned (its file removed)
+ * and picked again by the next call.
+ */
+int evs__lsm_merge_step(evs__lsm *l, uint64_t budget, int *more);
 
 /** Entries held in memory (not yet in a run), for deciding when to checkpoint. */
 size_t evs__lsm_mem_entries(const evs__lsm *l);

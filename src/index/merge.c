@@ -15,8 +15,9 @@
  * and the output goes through the run writer; memory is O(inputs * RA * 4 KiB)
  * plus the output's fence table, never the entries.
  *
- * The merge runs synchronously inside checkpoint (on the writer thread) in
- * this version; readers are not blocked by it.
+ * The index's owner runs merges in bounded steps (evs__merger_step) on its
+ * background index thread, between memtable flushes; readers are never
+ * blocked by them.
  */
 #include <stdlib.h>
 
@@ -66,30 +67,39 @@ int evs__merge_pick(const uint64_t *entries, size_t n, size_t *start)
     return 1;
 }
 
-int evs__merge_runs(const evs_vfs *vfs, const evs_logger *lg, const char *dir, const char *name,
-                    uint64_t seq, evs__run *const *in, size_t n, evs__run **out)
+int evs__merger_begin(evs__merger *m, const evs_vfs *vfs, const evs_logger *lg, const char *dir,
+                      const char *name, uint64_t seq, evs__run *const *in, size_t n)
 {
     int rc = 0;
-    evs__cursor *cur = NULL;
-    size_t ncur = 0;
-    evs__run_writer w;
-    int wopen = 0;
-    char fname[EVS_IDX_FNAME_MAX];
-    cur = calloc(n, sizeof *cur);
-    if (!cur) {
-        rc = EVS_ENOMEM;
-        goto out;
-    }
-    for (; ncur < n; ncur++)
-        if ((rc = evs__cursor_init(&cur[ncur], in[ncur], EVS_MERGE_RA)) != 0 ||
-            (rc = evs__cursor_first(&cur[ncur])) != 0) {
-            ncur++;
-            goto out;
+    memset(m, 0, sizeof *m);
+    m->vfs = vfs;
+    m->lg = lg;
+    m->dir = dir;
+    m->name = name;
+    m->seq = seq;
+    m->n = n;
+    m->cur = calloc(n ? n : 1, sizeof *m->cur);
+    if (!m->cur)
+        return EVS_ENOMEM;
+    for (; m->ncur < n; m->ncur++)
+        if ((rc = evs__cursor_init(&m->cur[m->ncur], in[m->ncur], EVS_MERGE_RA)) != 0 ||
+            (rc = evs__cursor_first(&m->cur[m->ncur])) != 0) {
+            m->ncur++;
+            return rc;
         }
-    if ((rc = evs__run_writer_open(&w, vfs, dir, name, seq)) != 0)
-        goto out;
-    wopen = 1;
-    for (;;) {
+    if ((rc = evs__run_writer_open(&m->w, vfs, dir, name, seq)) != 0)
+        return rc;
+    m->wopen = 1;
+    return 0;
+}
+
+int evs__merger_step(evs__merger *m, uint64_t max_entries, int *done)
+{
+    int rc = 0;
+    evs__cursor *cur = m->cur;
+    size_t n = m->n;
+    *done = 0;
+    for (uint64_t k = 0; k < max_entries; k++) {
         /* the smallest current entry; among equals the newest input (highest index) */
         size_t best = n;
         for (size_t i = n; i-- > 0;) {
@@ -99,28 +109,55 @@ int evs__merge_runs(const evs_vfs *vfs, const evs_logger *lg, const char *dir, c
                                          cur[best].cur.a) < 0)
                 best = i;
         }
-        if (best == n)
-            break;
+        if (best == n) {
+            *done = 1;
+            return 0;
+        }
         evs_kv e = cur[best].cur;
-        if ((rc = evs__run_writer_add(&w, &e)) != 0)
-            goto out;
+        if ((rc = evs__run_writer_add(&m->w, &e)) != 0)
+            return rc;
         for (size_t i = 0; i < n; i++)  /* skip e in every input (older duplicates too) */
             if (cur[i].valid && evs__kv_cmp(cur[i].cur.key, cur[i].cur.a, e.key, e.a) == 0 &&
                 (rc = evs__cursor_next(&cur[i])) != 0)
-                goto out;
+                return rc;
     }
-    if ((rc = evs__run_writer_finish(&w)) != 0)
-        goto out;
-    if ((rc = evs__idx_run_name(fname, sizeof fname, name, seq, 0)) != 0 ||
-        (rc = evs__run_open(vfs, lg, dir, fname, out)) != 0) {
-        w.done = 0;  /* not usable: let abort remove it */
-        goto out;
-    }
-out:
-    if (wopen)
-        evs__run_writer_abort(&w);
-    for (size_t i = 0; i < ncur; i++)
-        evs__cursor_free(&cur[i]);
-    free(cur);
+    return 0;
+}
+
+int evs__merger_finish(evs__merger *m, evs__run **out)
+{
+    int rc = 0;
+    char fname[EVS_IDX_FNAME_MAX];
+    if ((rc = evs__run_writer_finish(&m->w)) != 0)
+        return rc;
+    if ((rc = evs__idx_run_name(fname, sizeof fname, m->name, m->seq, 0)) != 0 ||
+        (rc = evs__run_open(m->vfs, m->lg, m->dir, fname, out)) != 0)
+        m->w.done = 0;  /* not usable: let abort remove it */
+    return rc;
+}
+
+void evs__merger_abort(evs__merger *m)
+{
+    if (m->wopen)
+        evs__run_writer_abort(&m->w);
+    m->wopen = 0;
+    for (size_t i = 0; i < m->ncur; i++)
+        evs__cursor_free(&m->cur[i]);
+    free(m->cur);
+    m->cur = NULL;
+    m->ncur = 0;
+}
+
+int evs__merge_runs(const evs_vfs *vfs, const evs_logger *lg, const char *dir, const char *name,
+                    uint64_t seq, evs__run *const *in, size_t n, evs__run **out)
+{
+    evs__merger m;
+    int done = 0;
+    int rc = evs__merger_begin(&m, vfs, lg, dir, name, seq, in, n);
+    if (rc == 0)
+        rc = evs__merger_step(&m, UINT64_MAX, &done);
+    if (rc == 0)
+        rc = evs__merger_finish(&m, out);
+    evs__merger_abort(&m);
     return rc;
 }

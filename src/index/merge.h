@@ -38,4 +38,30 @@ int evs__merge_pick(const uint64_t *entries, size_t n, size_t *start);
 int evs__merge_runs(const evs_vfs *vfs, const evs_logger *lg, const char *dir, const char *name,
                     uint64_t seq, evs__run *const *in, size_t n, evs__run **out);
 
+/**
+ * The same merge in bounded steps, so that a background thread can do other
+ * work (flush a memtable) between them: begin, step until *done, finish;
+ * abort releases everything (and removes the unfinished file) at any point,
+ * also after finish. The inputs must stay referenced until finish or abort.
+ */
+typedef struct evs__merger {
+    const evs_vfs *vfs;         /* file I/O */
+    const evs_logger *lg;       /* where corruption is logged */
+    const char *dir, *name;     /* borrowed: the index's directory and name */
+    evs__cursor *cur;           /* one per input (ncur initialised) */
+    size_t n, ncur;             /* inputs, cursors initialised */
+    evs__run_writer w;          /* the output */
+    int wopen;                  /* 1: w is open (abort must release it) */
+    uint64_t seq;               /* the output's sequence number */
+} evs__merger;
+
+/** Open the inputs' cursors and the output file. On failure call evs__merger_abort. */
+int evs__merger_begin(evs__merger *m, const evs_vfs *vfs, const evs_logger *lg, const char *dir,
+                      const char *name, uint64_t seq, evs__run *const *in, size_t n);
+/** Write up to max_entries more output entries; *done = 1 once every input is consumed. */
+int evs__merger_step(evs__merger *m, uint64_t max_entries, int *done);
+/** Complete the output file (fsync, rename, directory fsync) and open it as *out. */
+int evs__merger_finish(evs__merger *m, evs__run **out);
+void evs__merger_abort(evs__merger *m);
+
 #endif

@@ -316,7 +316,7 @@ typedef struct evs_proj {
     _Atomic uint64_t count;      /* valid entries in file */
     _Atomic uint64_t covered;    /* entries [0, count) are every match at positions <= covered */
     uint64_t hooked;             /* mu: the last position the writer's commit hook passed over */
-    uint64_t hdr_covered;        /* covered as last written to the header (writer thread / close) */
+    uint64_t hdr_covered;        /* covered as last written to the header (index thread / close) */
     int build_failed;            /* mu: the builder gave up on it (logged); reads scan the log */
     _Atomic int dead;            /* deleted or replaced: its iterators return EVS_ENOTFOUND */
     struct evs_proj *next;       /* the set's list (set->lock) */
@@ -744,32 +744,69 @@ void evs__proj_stop(evs_store *s)
     if (started) pthread_join(set->builder, NULL);
 }
 
-/* Writer thread (or close): sync each index, then its header. Data up to each
- * covered position must already be durable. */
-static int persist_headers(evs_store *s)
+/* The number of entries among the first cnt of p's index that are <= pos
+ * (binary search with 8-byte preads; entries below count never change). */
+static int count_upto(evs_proj *p, uint64_t pos, uint64_t cnt, uint64_t *out)
+{
+    uint64_t lo = 0, hi = cnt;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        uint8_t b[8];
+        size_t got = 0;
+        int rc = evs__fread(p->file, b, 8, PROJ_HDR_SIZE + mid * 8, &got);
+        if (rc) return rc;
+        if (got != 8) return EVS_ECORRUPT;
+        if (evs__get64(b) <= pos) lo = mid + 1;
+        else hi = mid;
+    }
+    *out = lo;
+    return 0;
+}
+
+/* Index thread (or close, after it stopped): sync each index, then write its
+ * header, claiming at most `limit` (data up to there must be durable; the
+ * writer's commit hook may have moved a projection past it since). The set is
+ * only held long enough to take references: the writer's commit hook takes it
+ * for writing on every group. */
+static int persist_headers(evs_store *s, uint64_t limit)
 {
     evs_proj_set *set = s->proj;
     int rc = 0;
+    size_t n = 0, k = 0;
     pthread_rwlock_rdlock(&set->lock);
-    for (evs_proj *p = set->head; p && rc == 0; p = p->next) {
-        if (!p->file) continue;
+    for (evs_proj *p = set->head; p; p = p->next) n++;
+    evs_proj **ps = n ? calloc(n, sizeof *ps) : NULL;
+    for (evs_proj *p = set->head; p && ps; p = p->next) {
+        atomic_fetch_add(&p->refs, 1);
+        ps[k++] = p;
+    }
+    pthread_rwlock_unlock(&set->lock);
+    if (n && !ps) return EVS_ENOMEM;
+    for (size_t i = 0; i < k; i++) {
+        evs_proj *p = ps[i];
+        if (rc || !p->file || atomic_load(&p->dead)) continue;
         pthread_mutex_lock(&p->mu);
         uint64_t cov = atomic_load(&p->covered), cnt = atomic_load(&p->count);
         pthread_mutex_unlock(&p->mu);
+        if (cov > limit) {
+            if ((rc = count_upto(p, limit, cnt, &cnt)) != 0) continue;
+            cov = limit;
+        }
         if (cov == p->hdr_covered) continue;
-        if ((rc = p->file->vfs->datasync(p->file)) != 0) break;
-        if ((rc = header_write(p, cov, cnt)) != 0) break;
-        if ((rc = p->file->vfs->datasync(p->file)) != 0) break;
+        if ((rc = p->file->vfs->datasync(p->file)) != 0) continue;
+        if ((rc = header_write(p, cov, cnt)) != 0) continue;
+        if ((rc = p->file->vfs->datasync(p->file)) != 0) continue;
         p->hdr_covered = cov;
     }
-    pthread_rwlock_unlock(&set->lock);
+    for (size_t i = 0; i < k; i++) proj_unref(ps[i]);
+    free(ps);
     return rc;
 }
 
-int evs__proj_checkpoint(evs_store *s)
+int evs__proj_checkpoint(evs_store *s, uint64_t covered)
 {
     if (!s->proj || s->read_only) return 0;
-    return persist_headers(s);
+    return persist_headers(s, covered);
 }
 
 void evs__proj_close(evs_store *s)
@@ -779,7 +816,7 @@ void evs__proj_close(evs_store *s)
     evs__proj_stop(s);
     /* the writer has stopped and synced everything committed: headers may claim it */
     if (!s->read_only && !atomic_load(&s->failed)) {
-        int rc = persist_headers(s);
+        int rc = persist_headers(s, UINT64_MAX);
         if (rc) evs__logf(&s->log, EVS_LOG_WARN, "could not save the projection index headers: %s (they are rebuilt at the next open)",
                           evs_strerror(rc));
     }

@@ -367,17 +367,57 @@ uint64_t evs_position(evs_store *s)
     return atomic_load(&s->committed);
 }
 
-/* ---- stream listing: a sorted snapshot of names ---- */
-typedef struct stream_row { char *name; uint64_t version; } stream_row;
+/* ---- stream listing: streamed in name order ----
+ *
+ * The stream table keeps its streams in name order: an immutable sorted
+ * array (evs_name_index) plus the few streams inserted since it was built
+ * ("fresh", merged in by the index thread every EVS_FRESH_SORT new streams).
+ * A listing takes, under one short tbl_lock hold, a reference to the sorted
+ * array and a sorted copy of the fresh streams that match its prefix; then it
+ * walks the two like a merge, PAGE streams per tbl_lock hold (to read their
+ * committed versions), returning each stream's own name buffer (streams are
+ * never freed while the store is open). Memory: a pointer per matching fresh
+ * stream and one page, never the names. The set of streams is that of the
+ * open; versions are read as the listing reaches them. A prefix listing
+ * starts with a binary search and stops at the first name past the prefix.
+ */
+#define PAGE 256u
 
 struct evs_stream_iter {
-    stream_row *rows;            /* sorted by name (bytewise) */
-    size_t n, i;                 /* rows and the next to return */
+    evs_store *s;
+    char *prefix;                /* owned, or NULL */
+    size_t pl;
+    evs_name_index *snap;        /* referenced, or NULL */
+    size_t si;                   /* next index in snap */
+    evs_stream **fresh;          /* matching fresh streams at the open, sorted (owned) */
+    size_t nfresh, fi;
+    int done;                    /* past the last match */
+    const evs_stream *page[PAGE];/* the next streams to return */
+    uint64_t ver[PAGE];          /* and their versions */
+    size_t pn, pi;
 };
 
-static int cmp_row(const void *a, const void *b)
+static int has_prefix(const evs_stream_iter *it, const evs_stream *e)
 {
-    return strcmp(((const stream_row *)a)->name, ((const stream_row *)b)->name);
+    return !it->pl || (e->name_len >= it->pl && memcmp(e->name, it->prefix, it->pl) == 0);
+}
+
+/* The first index of snap whose name is >= key. */
+static size_t lower_bound(const evs_name_index *ni, const char *key, size_t klen)
+{
+    size_t lo = 0, hi = ni->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (evs__name_cmp(ni->v[mid]->name, ni->v[mid]->name_len, key, klen) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static int cmp_fresh(const void *x, const void *y)
+{
+    const evs_stream *a = *(evs_stream *const *)x, *b = *(evs_stream *const *)y;
+    return evs__name_cmp(a->name, a->name_len, b->name, b->name_len);
 }
 
 int evs_streams_open(evs_store *s, const char *prefix, evs_stream_iter **out)
@@ -387,38 +427,85 @@ int evs_streams_open(evs_store *s, const char *prefix, evs_stream_iter **out)
     evs_stream_iter *it = calloc(1, sizeof *it);
     if (!it) return EVS_ENOMEM;
     int rc = 0;
-    size_t pl = prefix ? strlen(prefix) : 0;
-    pthread_rwlock_rdlock(&s->tbl_lock);
-    size_t cap = s->streams.count ? s->streams.count : 1;
-    it->rows = calloc(cap, sizeof *it->rows);
-    if (!it->rows) rc = EVS_ENOMEM;
-    for (size_t k = 0; rc == 0 && k < s->streams.cap; k++) {
-        evs_stream *e = s->streams.slots[k];
-        if (!e || !e->version || (pl && (e->name_len < pl || memcmp(e->name, prefix, pl)))) continue;
-        if (evs__system_hidden(prefix, e->name)) continue;  /* [projections] */
-        if (!(it->rows[it->n].name = strdup(e->name))) { rc = EVS_ENOMEM; break; }
-        it->rows[it->n++].version = e->version;
+    it->s = s;
+    if (prefix && *prefix) {
+        if (!(it->prefix = strdup(prefix))) { rc = EVS_ENOMEM; goto out; }
+        it->pl = strlen(prefix);
+    }
+    for (int attempt = 0;; attempt++) {
+        pthread_rwlock_rdlock(&s->tbl_lock);
+        const evs_stream_table *t = &s->streams;
+        size_t match = 0;
+        for (size_t i = 0; i < t->nfresh; i++) match += has_prefix(it, t->fresh[i]);
+        if (match > EVS_FRESH_SORT && attempt == 0) {
+            /* many new streams not yet in the name order (just after an open
+             * of a large store, or a follower): merge them in first, for all */
+            pthread_rwlock_unlock(&s->tbl_lock);
+            if ((rc = evs__streams_sort(s)) != 0) goto out;
+            continue;
+        }
+        if (match && !(it->fresh = malloc(match * sizeof *it->fresh))) rc = EVS_ENOMEM;
+        for (size_t i = 0; rc == 0 && i < t->nfresh; i++)
+            if (has_prefix(it, t->fresh[i])) it->fresh[it->nfresh++] = t->fresh[i];
+        if ((it->snap = t->sorted) != NULL) atomic_fetch_add(&it->snap->refs, 1);
+        pthread_rwlock_unlock(&s->tbl_lock);
+        break;
+    }
+    if (rc) goto out;
+    if (it->nfresh > 1) qsort(it->fresh, it->nfresh, sizeof *it->fresh, cmp_fresh);
+    if (it->snap && it->pl) it->si = lower_bound(it->snap, it->prefix, it->pl);
+out:
+    if (rc) evs_streams_close(it);
+    else *out = it;
+    return rc;
+}
+
+/* Fill the page with the next streams that match, are visible and are not hidden. */
+static void fill_page(evs_stream_iter *it)
+{
+    evs_store *s = it->s;
+    const evs_name_index *ni = it->snap;
+    it->pn = it->pi = 0;
+    pthread_rwlock_rdlock(&s->tbl_lock);  /* for the versions */
+    while (it->pn < PAGE && !it->done) {
+        const evs_stream *a = ni && it->si < ni->n ? ni->v[it->si] : NULL;
+        const evs_stream *b = it->fi < it->nfresh ? it->fresh[it->fi] : NULL;
+        if (a && !has_prefix(it, a)) a = NULL;  /* sorted: the matches are contiguous */
+        if (!a && !b) { it->done = 1; break; }
+        const evs_stream *e;
+        if (b && (!a || evs__name_cmp(b->name, b->name_len, a->name, a->name_len) < 0)) {
+            e = b;
+            it->fi++;
+        } else {
+            e = a;
+            it->si++;
+        }
+        if (evs__system_hidden(it->prefix, e->name)) {  /* [projections] */
+            if (e == a && ni) it->si = EVS_MAX(it->si, lower_bound(ni, "%", 1));  /* past every "$..." name */
+            continue;
+        }
+        if (!e->version) continue;  /* only ever the target of failed appends */
+        it->page[it->pn] = e;
+        it->ver[it->pn++] = e->version;
     }
     pthread_rwlock_unlock(&s->tbl_lock);
-    if (rc) { evs_streams_close(it); return rc; }
-    qsort(it->rows, it->n, sizeof *it->rows, cmp_row);
-    *out = it;
-    return 0;
 }
 
 int evs_streams_next(evs_stream_iter *it, const char **name, uint64_t *version)
 {
-    if (it->i == it->n) { *name = NULL; *version = 0; return 0; }
-    *name = it->rows[it->i].name;
-    *version = it->rows[it->i].version;
-    it->i++;
+    if (it->pi == it->pn && !it->done) fill_page(it);
+    if (it->pi == it->pn) { *name = NULL; *version = 0; return 0; }
+    *name = it->page[it->pi]->name;
+    *version = it->ver[it->pi];
+    it->pi++;
     return 0;
 }
 
 void evs_streams_close(evs_stream_iter *it)
 {
     if (!it) return;
-    for (size_t i = 0; i < it->n; i++) free(it->rows[i].name);
-    free(it->rows);
+    evs__names_unref(it->snap);
+    free(it->fresh);
+    free(it->prefix);
     free(it);
 }

@@ -122,6 +122,8 @@ static int reset_indexes(evs_store *s)
     evs__streams_free(&s->streams);
     atomic_store(&s->nstreams, 0);
     s->streams_file_len = 0;
+    s->streams_live_bytes = 0;
+    s->changes.n = 0;  /* they point into the table just freed */
     if (s->read_only) {
         evs__logf(&s->log, EVS_LOG_ERROR, "indexes in %s are missing or damaged; open it once read-write to rebuild them", s->dir);
         return EVS_ECORRUPT;
@@ -143,6 +145,17 @@ static int reset_indexes(evs_store *s)
     }
     s->ckpt_position = 0;
     return 0;
+}
+
+/* Size the id index's in-memory table for one checkpoint interval (one key
+ * per event; at most 2^20 keys: a huge interval must not reserve gigabytes
+ * of address space). Not the stream index: its keys are the streams written
+ * in an interval, often far fewer, and a sparse table still touches every
+ * page it spans. */
+static void presize(evs_store *s)
+{
+    if (!s->read_only && s->ids)
+        evs__lsm_presize(s->ids, (size_t)EVS_MIN(s->opt.checkpoint_interval, (uint64_t)1 << 20));
 }
 
 /* Does the log still end at least where the checkpoint says? The record of
@@ -448,6 +461,7 @@ int evs__recover(evs_store *s)
     s->ckpt_position = ck.covered;
     if (s->ids) evs__lsm_set_logger(s->ids, &s->log);  /* later index messages reach the application's log */
     if (s->sidx) evs__lsm_set_logger(s->sidx, &s->log);
+    presize(s);
     /* pass 1: find the valid end */
     /* a follower sees only what the writer has published (durable under its policy) */
     rc = scan(s, segi, off, r + 1, 0, 0, 0, s->read_only ? published_position(s) : UINT64_MAX, &st);
@@ -467,6 +481,7 @@ int evs__recover(evs_store *s)
         evs__logf(&s->log, EVS_LOG_WARN, "log ends at %" PRIu64 " before the checkpoint at %" PRIu64 "; rebuilding indexes",
                   st.last_pos, ck.covered);
         if ((rc = reset_indexes(s)) != 0) goto out;
+        presize(s);
         memset(&ck, 0, sizeof ck);
         s->ckpt_position = 0;
         r = 0;
@@ -499,6 +514,7 @@ int evs__recover(evs_store *s)
     }
     atomic_store(&s->committed, st.last_pos);
     s->since_ckpt = st.last_pos - ck.covered;
+    s->frozen_position = ck.covered;
     if (st.last_pos > r)
         evs__logf(&s->log, EVS_LOG_INFO, "recovered positions %" PRIu64 "..%" PRIu64 " from the log tail",
                   r + 1, st.last_pos);

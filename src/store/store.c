@@ -94,6 +94,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out)
     pthread_cond_init(&s->wait_gone, NULL);
     pthread_mutex_init(&s->fail_mu, NULL);
     pthread_mutex_init(&s->follow_mu, NULL);
+    pthread_mutex_init(&s->sort_mu, NULL);
     *out = s;
     int rc = 0;
     if (!(s->dir = strdup(dir))) return EVS_ENOMEM;
@@ -132,6 +133,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out)
     if ((rc = evs__proj_open(s)) != 0) return rc;  /* [projections] load and catch up (projection.c) */
     if (!s->read_only) {
         if ((rc = evs__publish_position(s, atomic_load(&s->committed))) != 0) return rc;
+        if ((rc = evs__indexer_start(s)) != 0) return rc;  /* before the writer: it hands work over */
         if ((rc = evs__writer_start(s)) != 0) return rc;
     }
     evs__logf(&s->log, EVS_LOG_INFO, "opened %s%s: position %" PRIu64 ", %" PRIu64 " streams, %zu segments in %.1f ms",
@@ -147,9 +149,10 @@ int evs_close(evs_store *s)
     evs__proj_stop(s);  /* [projections] the builder thread first: it reads through the store */
     if (s->writer_started) {
         evs__writer_stop(s);
-        rc = evs__checkpoint(s);
+        rc = evs__checkpoint(s);  /* a last freeze, then the index thread finishes and exits */
         if (atomic_load(&s->failed) && !rc) rc = EVS_EFATAL;
     }
+    evs__indexer_stop(s);  /* (already stopped unless the open failed before the writer started) */
     evs__proj_close(s);  /* [projections] persist index headers, free */
     pthread_mutex_lock(&s->q_mu);
     s->closing = 1;  /* also for read-only stores: evs_wait returns EVS_ECLOSED */
@@ -163,6 +166,7 @@ int evs_close(evs_store *s)
     pthread_mutex_unlock(&s->wait_mu);
     evs__lsm_close(s->ids);
     evs__lsm_close(s->sidx);
+    free(s->changes.v);
     for (size_t i = 0; i < s->nsegs; i++) evs__seg_close(s->segs[i]);
     free(s->segs);
     evs__streams_free(&s->streams);
@@ -176,6 +180,7 @@ int evs_close(evs_store *s)
     pthread_cond_destroy(&s->wait_gone);
     pthread_mutex_destroy(&s->fail_mu);
     pthread_mutex_destroy(&s->follow_mu);
+    pthread_mutex_destroy(&s->sort_mu);
     free(s->dir);
     free(s);
     return rc;

@@ -9,9 +9,12 @@
  *   wait_mu     wait_cv, used to wake evs_wait callers after each publish
  *   fail_mu     failure reason
  *   proj->lock, each projection's mu, proj->sys_mu[]: see projection.c ([projections])
- * Only the writer thread writes files, assigns positions and versions, and
- * touches the pending (uncommitted) fields. Readers read files with pread and
- * never see past `committed`.
+ *   ix->mu      the index thread's job queue (indexer.c)
+ * Only the writer thread writes the log, assigns positions and versions, and
+ * touches the pending (uncommitted) fields. Only the index thread writes the
+ * checkpointed index files (runs, manifests, streams.idx, checkpoint.idx,
+ * projection headers). Readers read files with pread and never see past
+ * `committed`.
  */
 #ifndef EVS_STORE_INT_H
 #define EVS_STORE_INT_H
@@ -47,18 +50,61 @@ typedef struct evs_stream {
     uint64_t last_pos;           /* position of the committed last version — tbl_lock */
     uint64_t pending;            /* writer only: version including staged events */
     uint64_t pending_last_pos;   /* writer only: last_pos including staged events */
-    uint8_t dirty;               /* writer only: changed since the last checkpoint */
+    uint64_t ck_version;         /* index thread: version as persisted in streams.idx (0: not there) */
+    uint64_t ck_last;            /* index thread: last_pos as persisted */
     uint8_t staged;              /* writer only: touched by the group being built */
+    uint8_t pad_;
     uint16_t name_len;           /* bytes of name */
+    uint32_t chg_idx;            /* writer only: its entry in s->changes, if v[chg_idx].st is this stream */
     char name[];                 /* NUL-terminated */
 } evs_stream;
 
-/* Open-addressing hash table of streams by name. */
+/* A stream's committed state since the last freeze (one entry per stream,
+ * updated by every group commit or recovered record that changes it): what
+ * the next streams.idx chunk records for it. first_pos is read from the
+ * stream itself (it never changes once the version is > 0). */
+typedef struct evs_stream_change {
+    evs_stream *st;
+    uint64_t version;
+    uint64_t last_pos;
+} evs_stream_change;
+
+typedef struct evs_changes {
+    evs_stream_change *v;
+    size_t n, cap;
+} evs_changes;
+
+/* One checkpoint handed from the writer to the index thread: the indexes'
+ * frozen tables (in the index objects, oldest first) and these fields. */
+typedef struct evs_ckpt_job {
+    struct evs_ckpt_job *next;   /* queue link */
+    uint64_t covered;            /* every derived file will cover positions 1..covered */
+    struct evs_segment *seg;     /* the segment holding `covered` */
+    uint64_t end_off;            /* offset just past covered's record in seg */
+    evs_changes changes;         /* streams changed since the previous job, their states at covered (owned) */
+} evs_ckpt_job;
+
+/* Streams in name order (bytewise): an immutable, reference-counted array.
+ * Listings hold a reference and walk it with no lock. */
+typedef struct evs_name_index {
+    _Atomic int refs;            /* the table (while current) + one per listing using it */
+    size_t n;                    /* streams */
+    evs_stream *v[];             /* sorted by name */
+} evs_name_index;
+
+/* Open-addressing hash table of streams by name, plus the name order: every
+ * stream is either in `sorted` or in `fresh` (inserted since sorted was
+ * built). All fields under tbl_lock (insert: write; listing: read). */
 typedef struct evs_stream_table {
     evs_stream **slots;          /* cap entries, NULL = empty */
     size_t cap;                  /* power of two */
     size_t count;                /* streams in the table (some may be version 0 while staged) */
+    evs_name_index *sorted;      /* or NULL (no stream sorted yet) */
+    evs_stream **fresh;          /* in insertion order */
+    size_t nfresh, freshcap;
 } evs_stream_table;
+
+#define EVS_FRESH_SORT 4096u     /* fresh streams above which they are merged into `sorted` */
 
 /* One queued append, owned by the calling thread, completed by the writer. */
 typedef struct evs_req {
@@ -107,10 +153,14 @@ struct evs_store {
     evs__lsm *ids;               /* event id -> position */
     evs__lsm *sidx;              /* (stream hash, version) -> position */
 
-    /* checkpoint state (writer only) */
-    _Atomic uint64_t ckpt_position; /* last position covered by checkpoint.idx (read by evs_stat) */
-    uint64_t streams_file_len;   /* valid bytes of streams.idx */
-    uint64_t since_ckpt;         /* events committed since the last checkpoint */
+    /* checkpoints: the writer freezes (writer.c), the index thread writes (indexer.c) */
+    _Atomic uint64_t ckpt_position; /* index thread: position covered by checkpoint.idx (read by evs_stat) */
+    uint64_t frozen_position;    /* writer: position covered by the last freeze */
+    uint64_t since_ckpt;         /* writer: events committed since the last freeze */
+    evs_changes changes;         /* writer (and recovery): stream changes since the last freeze */
+    uint64_t streams_file_len;   /* index thread: valid bytes of streams.idx */
+    uint64_t streams_live_bytes; /* index thread: bytes of one chunk listing every persisted stream */
+    struct evs_indexer *ix;      /* the index thread and its job queue (indexer.c); NULL read-only */
 
     /* writer thread */
     pthread_t writer;
@@ -124,6 +174,7 @@ struct evs_store {
     int unsynced;                /* writer: bytes written since the last data sync */
 
     pthread_mutex_t follow_mu;   /* read-only stores: one refresh at a time */
+    pthread_mutex_t sort_mu;     /* one evs__streams_sort at a time */
 
     /* waiting for new events */
     pthread_mutex_t wait_mu;
@@ -168,7 +219,16 @@ evs_stream *evs__streams_find(evs_stream_table *t, const char *name, size_t len)
 int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_stream **out);
 void evs__streams_free(evs_stream_table *t);
 int evs__streams_load(evs_store *s, uint64_t valid_len);
-int evs__streams_save(evs_store *s, uint64_t covered);       /* append dirty streams */
+/* Merge the fresh streams into the name order (O(streams), outside tbl_lock
+ * but for two short holds; one sorter at a time). Index thread, listings. */
+int evs__streams_sort(evs_store *s);
+int evs__streams_sort_due(evs_store *s);       /* more than EVS_FRESH_SORT fresh streams */
+void evs__names_unref(evs_name_index *ni);
+int evs__name_cmp(const char *a, size_t alen, const char *b, size_t blen);  /* bytewise, like strcmp */
+/* Index thread: persist the changes (a job's) as one chunk covering `covered`. */
+int evs__streams_save(evs_store *s, uint64_t covered, const evs_changes *ch);
+/* Record a stream's committed state for the next checkpoint (writer, recovery). */
+int evs__changes_note(evs_changes *c, evs_stream *st, uint64_t version, uint64_t last_pos);
 
 /* ---- recovery (recovery.c) ---- */
 int evs__recover(evs_store *s);
@@ -182,7 +242,20 @@ int evs__submit(evs_store *s, evs_req *r);
 int evs__submit_async(evs_store *s, evs_req *r);
 void evs__req_free(evs_req *r);
 void evs__fail(evs_store *s, int rc, const char *what);
+/* Writer thread (or close, after the writer stopped): hand the indexes as of
+ * `committed` to the index thread. O(1) apart from a data sync under the
+ * interval/never policies; waits while the index thread's backlog is full. */
+int evs__freeze(evs_store *s);
+/* Close: freeze what is left, let the index thread finish and join it. */
 int evs__checkpoint(evs_store *s);
+
+/* ---- the index thread (indexer.c) ---- */
+#define EVS_CKPT_MAX_PENDING 2   /* frozen checkpoints queued or being written before the writer waits */
+int evs__indexer_start(evs_store *s);
+int evs__indexer_wait_room(evs_store *s);       /* writer: until fewer than MAX_PENDING jobs; EVS_EFATAL if failed */
+void evs__indexer_submit(evs_store *s, evs_ckpt_job *job);
+int evs__indexer_stop(evs_store *s);            /* finish every job and merge, join; 0 or the failure */
+void evs__ckpt_job_free(evs_ckpt_job *job);
 
 /* Apply one committed record to the indexes (writer and recovery). */
 int evs__index_record(evs_store *s, const evs_rec *rec);
@@ -200,7 +273,7 @@ int evs__proj_open(evs_store *s);        /* after recovery: load definitions and
 void evs__proj_stop(evs_store *s);       /* first thing at close: stop the builder thread */
 void evs__proj_close(evs_store *s);      /* after the final checkpoint: write headers, free */
 int evs__proj_on_commit(evs_store *s, evs_req **reqs, size_t nreqs, uint64_t first, uint64_t last);
-int evs__proj_checkpoint(evs_store *s);  /* writer: sync each index and its header */
+int evs__proj_checkpoint(evs_store *s, uint64_t covered);  /* index thread: sync each index and its header, claiming at most `covered` */
 typedef struct evs_proj_iter evs_proj_iter;
 int evs__proj_iter_open(evs_store *s, const evs_read_options *ro, evs_proj_iter **out,
                         char **prefix, char ***types, size_t *ntypes);

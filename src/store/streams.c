@@ -10,6 +10,16 @@
  * chunk written by a checkpoint that did not complete is ignored and cut off.
  * When the file grows past twice the size of the live table, the next
  * checkpoint rewrites it as one chunk (temp file + rename).
+ *
+ * WHO WRITES IT: the index thread, from the job the writer handed over at a
+ * freeze. The writer records each stream a group commit changes
+ * (evs__changes_note: one entry per stream, holding its latest version and
+ * last position); a job carries those of its checkpoint interval, so a chunk
+ * states every stream as of the job's covered position and never later (the
+ * live fields may be ahead by then). The index thread
+ * keeps what it has persisted in each stream's ck_version / ck_last, which is
+ * what a rewrite (compaction) writes; first_pos is read from the stream
+ * itself, as it never changes once the version is above 0.
  *   chunk header (32 bytes):
  *     0  8  magic "EVSSTRM\0"
  *     8  4  format version (1)
@@ -79,8 +89,16 @@ int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_s
         int rc = grow(t);
         if (rc) return rc;
     }
+    if (t->nfresh == t->freshcap) {
+        size_t cap = t->freshcap ? t->freshcap * 2 : 1024;
+        evs_stream **f = realloc(t->fresh, cap * sizeof *f);
+        if (!f) return EVS_ENOMEM;
+        t->fresh = f;
+        t->freshcap = cap;
+    }
     evs_stream *e = calloc(1, sizeof *e + len + 1);
     if (!e) return EVS_ENOMEM;
+    t->fresh[t->nfresh++] = e;
     memcpy(e->name, name, len);
     e->name_len = (uint16_t)len;
     evs__stream_hash(name, len, e->hash);
@@ -97,7 +115,81 @@ void evs__streams_free(evs_stream_table *t)
     for (size_t i = 0; i < t->cap; i++)
         free(t->slots[i]);
     free(t->slots);
+    evs__names_unref(t->sorted);
+    free(t->fresh);
     memset(t, 0, sizeof *t);
+}
+
+/* ---- the name order ---- */
+
+int evs__name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    if (c) return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+static int cmp_stream_ptr(const void *x, const void *y)
+{
+    const evs_stream *a = *(evs_stream *const *)x, *b = *(evs_stream *const *)y;
+    return evs__name_cmp(a->name, a->name_len, b->name, b->name_len);
+}
+
+void evs__names_unref(evs_name_index *ni)
+{
+    if (ni && atomic_fetch_sub(&ni->refs, 1) == 1) free(ni);
+}
+
+int evs__streams_sort_due(evs_store *s)
+{
+    pthread_rwlock_rdlock(&s->tbl_lock);
+    int due = s->streams.nfresh > EVS_FRESH_SORT;
+    pthread_rwlock_unlock(&s->tbl_lock);
+    return due;
+}
+
+/* Names never change and streams are never freed while the store is open, so
+ * the sort and the merge need no lock: only taking the fresh streams and
+ * installing the result do. Streams inserted meanwhile stay fresh: only this
+ * function removes from the front of `fresh`, and inserts append. */
+int evs__streams_sort(evs_store *s)
+{
+    evs_stream_table *t = &s->streams;
+    int rc = 0;
+    evs_stream **add = NULL;
+    evs_name_index *old = NULL, *ni = NULL;
+    pthread_mutex_lock(&s->sort_mu);
+    pthread_rwlock_rdlock(&s->tbl_lock);
+    size_t d = t->nfresh;
+    if (d && (add = malloc(d * sizeof *add)) != NULL) memcpy(add, t->fresh, d * sizeof *add);
+    if ((old = t->sorted) != NULL) atomic_fetch_add(&old->refs, 1);
+    pthread_rwlock_unlock(&s->tbl_lock);
+    if (d == 0) goto out;
+    if (!add) { rc = EVS_ENOMEM; goto out; }
+    qsort(add, d, sizeof *add, cmp_stream_ptr);
+    size_t n0 = old ? old->n : 0;
+    ni = malloc(sizeof *ni + (n0 + d) * sizeof ni->v[0]);
+    if (!ni) { rc = EVS_ENOMEM; goto out; }
+    atomic_init(&ni->refs, 1);
+    ni->n = n0 + d;
+    for (size_t i = 0, j = 0, k = 0; k < ni->n; k++) {
+        if (j == d || (i < n0 && cmp_stream_ptr(&old->v[i], &add[j]) < 0)) ni->v[k] = old->v[i++];
+        else ni->v[k] = add[j++];
+    }
+    pthread_rwlock_wrlock(&s->tbl_lock);
+    evs_name_index *prev = t->sorted;  /* == old: only this function replaces it */
+    t->sorted = ni;
+    memmove(t->fresh, t->fresh + d, (t->nfresh - d) * sizeof *t->fresh);
+    t->nfresh -= d;
+    pthread_rwlock_unlock(&s->tbl_lock);
+    ni = NULL;
+    evs__names_unref(prev);
+out:
+    evs__names_unref(old);
+    free(ni);
+    free(add);
+    pthread_mutex_unlock(&s->sort_mu);
+    return rc;
 }
 
 /* Read streams.idx up to valid_len into the table (at open, before any reader). */
@@ -155,17 +247,22 @@ int evs__streams_load(evs_store *s, uint64_t valid_len)
             evs_stream *e = evs__streams_find(&s->streams, name, len);
             if (!e && (rc = evs__streams_insert(&s->streams, name, len, &e)) != 0) goto out;
             p += 1 + len;
-            e->version = e->pending = evs__get64(p);
+            e->version = e->pending = e->ck_version = evs__get64(p);
             e->first_pos = evs__get64(p + 8);
-            e->last_pos = e->pending_last_pos = evs__get64(p + 16);
+            e->last_pos = e->pending_last_pos = e->ck_last = evs__get64(p + 16);
             p += 24;
         }
         off += CHUNK_HDR + plen + 8;
     }
-    uint64_t live = 0;
-    for (size_t i = 0; i < s->streams.cap; i++)
-        if (s->streams.slots[i] && s->streams.slots[i]->version && s->streams.slots[i]->name[0] != '$') live++;
+    uint64_t live = 0, live_bytes = 0;
+    for (size_t i = 0; i < s->streams.cap; i++) {
+        evs_stream *e = s->streams.slots[i];
+        if (!e || !e->version) continue;
+        live_bytes += 25u + e->name_len;
+        if (e->name[0] != '$') live++;
+    }
     atomic_store(&s->nstreams, live);
+    s->streams_live_bytes = live_bytes;
 out:
     free(buf);
     evs__fclose(f);
@@ -174,24 +271,41 @@ out:
     return rc;
 }
 
-static int encode_chunk(evs_store *s, uint64_t covered, int all, evs_buf *b)
+int evs__changes_note(evs_changes *c, evs_stream *st, uint64_t version, uint64_t last_pos)
 {
-    int rc = evs__buf_reserve(b, CHUNK_HDR);
-    if (rc) return rc;
-    b->len = CHUNK_HDR;
-    uint32_t n = 0;
-    for (size_t i = 0; i < s->streams.cap; i++) {
-        evs_stream *e = s->streams.slots[i];
-        if (!e || !e->version || (!all && !e->dirty)) continue;
-        uint8_t rec[1 + 255 + 24];
-        rec[0] = (uint8_t)e->name_len;
-        memcpy(rec + 1, e->name, e->name_len);
-        evs__put64(rec + 1 + e->name_len, e->version);
-        evs__put64(rec + 9 + e->name_len, e->first_pos);
-        evs__put64(rec + 17 + e->name_len, e->last_pos);
-        if ((rc = evs__buf_append(b, rec, 25u + e->name_len)) != 0) return rc;
-        n++;
+    if (st->chg_idx < c->n && c->v[st->chg_idx].st == st) {  /* already listed since the last freeze */
+        c->v[st->chg_idx].version = version;
+        c->v[st->chg_idx].last_pos = last_pos;
+        return 0;
     }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 1024;
+        if (cap > UINT32_MAX) return EVS_ENOMEM;
+        evs_stream_change *v = realloc(c->v, cap * sizeof *v);
+        if (!v) return EVS_ENOMEM;
+        c->v = v;
+        c->cap = cap;
+    }
+    st->chg_idx = (uint32_t)c->n;
+    c->v[c->n++] = (evs_stream_change){st, version, last_pos};
+    return 0;
+}
+
+/* Append one entry (the stream as persisted: ck_version, ck_last) to a chunk being built. */
+static int chunk_add(evs_buf *b, const evs_stream *e)
+{
+    uint8_t rec[1 + 255 + 24];
+    rec[0] = (uint8_t)e->name_len;
+    memcpy(rec + 1, e->name, e->name_len);
+    evs__put64(rec + 1 + e->name_len, e->ck_version);
+    evs__put64(rec + 9 + e->name_len, e->first_pos);
+    evs__put64(rec + 17 + e->name_len, e->ck_last);
+    return evs__buf_append(b, rec, 25u + e->name_len);
+}
+
+/* Header and trailer around the n entries in b after CHUNK_HDR bytes. */
+static int chunk_seal(evs_buf *b, uint64_t covered, uint32_t n)
+{
     memcpy(b->p, chunk_magic, 8);
     evs__put32(b->p + 8, EVS_FORMAT_VERSION);
     evs__put32(b->p + 12, n);
@@ -202,21 +316,66 @@ static int encode_chunk(evs_store *s, uint64_t covered, int all, evs_buf *b)
     return evs__buf_append(b, sum, 8);
 }
 
-/* Writer thread, inside a checkpoint: persist the streams changed since the
- * last one. On success s->streams_file_len is the new valid length. */
-int evs__streams_save(evs_store *s, uint64_t covered)
+#define SWEEP_SLOTS 4096u  /* table slots visited per tbl_lock hold in a rewrite */
+
+/* Every persisted stream, for a rewrite. The writer keeps committing: the
+ * table is walked a few thousand slots per read-lock hold; a resize between
+ * two holds moves streams between slots, so the walk starts over. Streams
+ * inserted meanwhile without a resize can only be newer than the job (they
+ * have ck_version 0) and are not wanted. */
+static int encode_all(evs_store *s, evs_buf *b, uint32_t *n)
+{
+    int rc = 0;
+    for (;;) {
+        b->len = CHUNK_HDR;
+        *n = 0;
+        pthread_rwlock_rdlock(&s->tbl_lock);
+        size_t cap = s->streams.cap;
+        pthread_rwlock_unlock(&s->tbl_lock);
+        int moved = 0;
+        for (size_t i = 0; i < cap && !moved && rc == 0; i += SWEEP_SLOTS) {
+            pthread_rwlock_rdlock(&s->tbl_lock);
+            if (s->streams.cap != cap) moved = 1;
+            for (size_t j = i; !moved && j < cap && j < i + SWEEP_SLOTS && rc == 0; j++) {
+                const evs_stream *e = s->streams.slots[j];
+                if (!e || !e->ck_version) continue;
+                rc = chunk_add(b, e);
+                (*n)++;
+            }
+            pthread_rwlock_unlock(&s->tbl_lock);
+        }
+        if (rc || !moved) return rc;
+    }
+}
+
+/* Index thread, inside a checkpoint: persist the streams the job changed
+ * (or, when the file has grown past twice the live size, every stream). On
+ * success s->streams_file_len is the new valid length. */
+int evs__streams_save(evs_store *s, uint64_t covered, const evs_changes *ch)
 {
     char path[4096], tmp[4096];
     evs_buf b = {0};
     evs_file *f = NULL;
-    uint64_t live_bytes = 0;
-    for (size_t i = 0; i < s->streams.cap; i++)
-        if (s->streams.slots[i] && s->streams.slots[i]->version)
-            live_bytes += 25u + s->streams.slots[i]->name_len;
-    int rewrite = s->streams_file_len > 2 * live_bytes + (1u << 20);
-    int rc = evs__store_path(s, path, sizeof path, EVS_STREAMS_FILE);
-    if (rc) return rc;
-    if ((rc = encode_chunk(s, covered, rewrite, &b)) != 0) goto out;
+    uint32_t n = 0;
+    int rc = 0;
+    /* the streams' states as of `covered` (one change per stream) */
+    for (size_t i = 0; i < ch->n; i++) {
+        evs_stream *e = ch->v[i].st;
+        if (!e->ck_version && ch->v[i].version) s->streams_live_bytes += 25u + e->name_len;
+        e->ck_version = ch->v[i].version;
+        e->ck_last = ch->v[i].last_pos;
+    }
+    int rewrite = s->streams_file_len > 2 * s->streams_live_bytes + (1u << 20);
+    if ((rc = evs__store_path(s, path, sizeof path, EVS_STREAMS_FILE)) != 0) goto out;
+    if ((rc = evs__buf_reserve(&b, CHUNK_HDR)) != 0) goto out;
+    b.len = CHUNK_HDR;
+    if (rewrite) {
+        if ((rc = encode_all(s, &b, &n)) != 0) goto out;
+    } else {
+        for (size_t i = 0; i < ch->n && rc == 0; i++, n++) rc = chunk_add(&b, ch->v[i].st);
+        if (rc) goto out;
+    }
+    if ((rc = chunk_seal(&b, covered, n)) != 0) goto out;
     if (rewrite) {
         if ((rc = evs__store_path(s, tmp, sizeof tmp, EVS_STREAMS_FILE ".tmp")) != 0) goto out;
         if ((rc = s->vfs->open(s->vfs, tmp, EVS_O_RDWR | EVS_O_CREATE | EVS_O_TRUNC, &f)) != 0) goto out;
@@ -237,8 +396,6 @@ int evs__streams_save(evs_store *s, uint64_t covered)
         if (existed != 1 && (rc = s->vfs->sync_dir(s->vfs, s->dir)) != 0) goto out;
         s->streams_file_len += b.len;
     }
-    for (size_t i = 0; i < s->streams.cap; i++)
-        if (s->streams.slots[i]) s->streams.slots[i]->dirty = 0;
 out:
     evs__fclose(f);
     evs__buf_free(&b);

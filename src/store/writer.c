@@ -16,6 +16,12 @@
  * segments. Any failed write or sync puts the store in a failed state
  * (fail-stop): nothing in the group is acknowledged and every later append
  * returns EVS_EFATAL.
+ *
+ * Checkpoints: every checkpoint_interval events the writer *freezes* (see
+ * evs__freeze): it swaps each index's in-memory table for a fresh one and
+ * hands the frozen state to the index thread (indexer.c), which writes every
+ * index file. The writer itself never writes an index file other than the
+ * offsets of the records it appends.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -422,7 +428,10 @@ int evs__index_record(evs_store *s, const evs_rec *rec)
     if (rec->version == 1) st->first_pos = rec->position;
     st->version = st->pending = rec->version;
     st->last_pos = st->pending_last_pos = rec->position;
-    st->dirty = 1;
+    if (!s->read_only) {  /* a follower never checkpoints */
+        int rc = evs__changes_note(&s->changes, st, rec->version, rec->position);
+        if (rc) return rc;
+    }
     evs_kv kv;
     memcpy(kv.key, rec->id, 16);
     kv.a = rec->position;
@@ -529,6 +538,9 @@ static int flush_group(evs_store *s, group *g)
     }
     /* [projections] match the group against every projection before it becomes visible */
     if (rc == 0) rc = evs__proj_on_commit(s, g->reqs, g->nreqs, first, first + n - 1);
+    /* the streams' new states, for the next streams.idx chunk */
+    for (size_t i = 0; i < g->ntouched && rc == 0; i++)
+        rc = evs__changes_note(&s->changes, g->touched[i], g->touched[i]->pending, g->touched[i]->pending_last_pos);
     if (rc) {
         evs__fail(s, rc, "updating the indexes");
         goto out;
@@ -540,7 +552,6 @@ static int flush_group(evs_store *s, group *g)
         if (st->version == 0 && st->pending > 0 && st->name[0] != '$') atomic_fetch_add(&s->nstreams, 1);
         st->version = st->pending;
         st->last_pos = st->pending_last_pos;
-        st->dirty = 1;
         st->staged = 0;
     }
     atomic_store(&seg->end, off + g->buf.len);
@@ -591,55 +602,49 @@ static int roll(evs_store *s)
     return 0;
 }
 
-static int write_checkpoint_file(evs_store *s, uint64_t covered)
-{
-    char path[4096], tmp[4096];
-    uint8_t b[64] = {'E', 'V', 'S', 'C', 'K', 'P', 'T', 0};
-    evs_segment *seg = evs__seg_find(s, covered ? covered : 1);
-    evs__put32(b + 8, EVS_FORMAT_VERSION);
-    evs__put64(b + 16, covered);
-    evs__put64(b + 24, s->streams_file_len);
-    evs__put64(b + 32, seg ? seg->base : 1);
-    evs__put64(b + 40, seg ? atomic_load(&seg->end) : EVS_SEG_HDR_SIZE);
-    evs__put64(b + 56, XXH3_64bits(b, 56));
-    int rc = evs__store_path(s, path, sizeof path, EVS_CHECKPOINT_FILE);
-    if (rc) return rc;
-    if ((rc = evs__store_path(s, tmp, sizeof tmp, EVS_CHECKPOINT_FILE ".tmp")) != 0) return rc;
-    evs_file *f = NULL;
-    if ((rc = s->vfs->open(s->vfs, tmp, EVS_O_RDWR | EVS_O_CREATE | EVS_O_TRUNC, &f)) != 0) return rc;
-    rc = evs__fwrite(f, b, sizeof b, 0, NULL);
-    if (rc == 0) rc = f->vfs->sync(f);
-    evs__fclose(f);
-    if (rc == 0) rc = s->vfs->rename(s->vfs, tmp, path);
-    if (rc == 0) rc = s->vfs->sync_dir(s->vfs, s->dir);
-    return rc;
-}
-
-/* Persist the indexes as covering everything committed. Writer thread (or close). */
-int evs__checkpoint(evs_store *s)
+/*
+ * Freeze: hand everything committed up to now to the index thread. O(1) on
+ * this thread: the only I/O is the data sync the interval/never policies owe
+ * the checkpoint (the log must be durable up to the position the index
+ * files will claim; under `always` it already is). The index tables are
+ * swapped for fresh ones and the frozen ones stay searchable by readers until
+ * the index thread has made them durable, so no lookup ever misses an entry.
+ * When EVS_CKPT_MAX_PENDING checkpoints are still queued or being written,
+ * the writer waits here for the oldest to finish: the backlog, and so the
+ * memory of the frozen tables, stays bounded.
+ */
+int evs__freeze(evs_store *s)
 {
     uint64_t covered = atomic_load(&s->committed);
-    if (covered == s->ckpt_position || s->read_only || atomic_load(&s->failed)) return 0;
-    evs_segment *seg = evs__seg_active(s);
+    if (covered == s->frozen_position || s->read_only || !s->ix || atomic_load(&s->failed)) return 0;
     int rc = 0;
     const char *what = "syncing data for a checkpoint";
-    if (s->unsynced && (rc = data_sync(s, seg)) != 0) goto out;
-    what = "syncing the offsets index";
-    if ((rc = seg->offsets->vfs->datasync(seg->offsets)) != 0) goto out;
-    what = "saving the stream table";
-    if ((rc = evs__streams_save(s, covered)) != 0) goto out;
-    what = "checkpointing the id index";
-    if ((rc = evs__lsm_checkpoint(s->ids, covered)) != 0) goto out;
-    what = "checkpointing the stream index";
-    if ((rc = evs__lsm_checkpoint(s->sidx, covered)) != 0) goto out;
-    what = "checkpointing the projection indexes";  /* [projections] */
-    if ((rc = evs__proj_checkpoint(s)) != 0) goto out;
-    what = "writing checkpoint.idx";
-    if ((rc = write_checkpoint_file(s, covered)) != 0) goto out;
-    s->ckpt_position = covered;
+    evs_ckpt_job *job = NULL;
+    if (s->unsynced && (rc = data_sync(s, evs__seg_active(s))) != 0) goto out;
+    what = "waiting for the index thread";
+    uint64_t t0 = evs__mono_ns();
+    if ((rc = evs__indexer_wait_room(s)) != 0) goto out;
+    uint64_t waited = evs__mono_ns() - t0;
+    if (waited > 1000000u)
+        evs__logf(&s->log, EVS_LOG_DEBUG, "checkpoint at %" PRIu64 ": the writer waited %.1f ms for the index thread",
+                  covered, (double)waited / 1e6);
+    what = "freezing the indexes";
+    rc = EVS_ENOMEM;
+    if (!(job = calloc(1, sizeof *job))) goto out;
+    job->covered = covered;
+    job->seg = evs__seg_find(s, covered);
+    if (!job->seg) { rc = EVS_ECORRUPT; goto out; }
+    job->end_off = atomic_load(&job->seg->end);
+    if ((rc = evs__lsm_freeze(s->ids, covered)) != 0) goto out;
+    if ((rc = evs__lsm_freeze(s->sidx, covered)) != 0) goto out;
+    job->changes = s->changes;  /* O(1): the array moves to the job */
+    memset(&s->changes, 0, sizeof s->changes);
+    evs__indexer_submit(s, job);
+    job = NULL;
+    s->frozen_position = covered;
     s->since_ckpt = 0;
-    evs__logf(&s->log, EVS_LOG_DEBUG, "checkpoint at position %" PRIu64, covered);
 out:
+    free(job);
     if (rc) evs__fail(s, rc, what);
     return rc;
 }
@@ -693,7 +698,7 @@ static void *writer_main(void *arg)
             if (rc) evs__fail(s, rc, "interval fdatasync");
         }
         if (s->since_ckpt >= s->opt.checkpoint_interval)
-            evs__checkpoint(s);
+            evs__freeze(s);
         if (closing) {
             pthread_mutex_lock(&s->q_mu);
             int empty = s->q_head == NULL;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -27,6 +28,7 @@
 #include "evs_int.h"
 #include "index/lsm.h"
 #include "index/lsm_ext.h"
+#include "index/manifest.h"
 #include "index/merge.h"
 #include "index/run.h"
 #include "testutil.h"
@@ -753,6 +755,167 @@ static void test_concurrent_readers_and_writer(void **state)
     expect_verify_clean(fx->dir);
 }
 
+/* ---- freeze on the owner, flush and merge on another thread ---- */
+
+typedef struct bg {
+    conc *c;                        /* the shared state of the concurrency test above */
+    atomic_int frozen_total;        /* freezes made by the owner */
+    atomic_int flusher_errors;      /* flush / merge failures */
+} bg;
+
+static void *bg_owner_main(void *arg)
+{
+    bg *b = arg;
+    conc *c = b->c;
+    rng r = rng_for(300);
+    uint64_t ver[CK] = { 0 };
+    pthread_barrier_wait(&c->start);
+    for (uint64_t i = 1; i <= CWRITES; i++) {
+        uint64_t k = rng_below(&r, CK);
+        evs_kv e = kv(k, ++ver[k], 0);
+        e.b = cval(k, e.a);
+        if (evs__lsm_put(c->l, &e) != 0)
+            atomic_fetch_add(&c->errors, 1);
+        atomic_store_explicit(&c->published[k], ver[k], memory_order_release);
+        if (i % 1500 == 0) {
+            int rc;
+            while ((rc = evs__lsm_freeze(c->l, i)) == -EBUSY)  /* the flusher is behind */
+                sched_yield();
+            if (rc != 0)
+                atomic_fetch_add(&c->errors, 1);
+            atomic_fetch_add(&b->frozen_total, 1);
+        }
+    }
+    atomic_store(&c->writer_done, 1);
+    return NULL;
+}
+
+static void *bg_flusher_main(void *arg)
+{
+    bg *b = arg;
+    conc *c = b->c;
+    pthread_barrier_wait(&c->start);
+    for (;;) {
+        int done = atomic_load(&c->writer_done), more = 0;
+        while (evs__lsm_frozen(c->l) > 0)
+            if (evs__lsm_flush(c->l) != 0)
+                atomic_fetch_add(&b->flusher_errors, 1);
+        if (evs__lsm_merge_step(c->l, 300, &more) != 0)  /* small steps: flushes interleave with merges */
+            atomic_fetch_add(&b->flusher_errors, 1);
+        if (done && !more && evs__lsm_frozen(c->l) == 0)
+            break;
+        if (!more)
+            sched_yield();
+    }
+    return NULL;
+}
+
+static void test_background_flush_with_readers(void **state)
+{
+    fixture *fx = *state;
+    conc *c = calloc(1, sizeof *c);
+    bg b = { c, 0, 0 };
+    pthread_t w, fl, rd[CREADERS];
+    reader_arg args[CREADERS];
+    uint64_t cov = 0;
+    c->l = open_idx(fx->dir, 0, &cov);
+    pthread_barrier_init(&c->start, NULL, CREADERS + 2);
+    for (int i = 0; i < CREADERS; i++) {
+        args[i].c = c;
+        args[i].id = 10 + i;
+        assert_int_equal(pthread_create(&rd[i], NULL, reader_main, &args[i]), 0);
+    }
+    assert_int_equal(pthread_create(&fl, NULL, bg_flusher_main, &b), 0);
+    assert_int_equal(pthread_create(&w, NULL, bg_owner_main, &b), 0);
+    pthread_join(w, NULL);
+    pthread_join(fl, NULL);
+    for (int i = 0; i < CREADERS; i++)
+        pthread_join(rd[i], NULL);
+    print_message("  %ld reader lookups, %d errors, %d freezes, %d runs\n", atomic_load(&c->reads),
+                  atomic_load(&c->errors), atomic_load(&b.frozen_total), count_runs(fx->dir));
+    assert_int_equal(atomic_load(&c->errors), 0);
+    assert_int_equal(atomic_load(&b.flusher_errors), 0);
+    assert_int_equal(evs__lsm_frozen(c->l), 0);
+    /* the last freeze covered 60000 (CWRITES is a multiple of 1500): everything is in runs */
+    assert_int_equal(evs__lsm_mem_entries(c->l), 0);
+    evs__lsm_close(c->l);
+    expect_verify_clean(fx->dir);
+    evs__lsm *l = open_idx(fx->dir, 0, &cov);
+    assert_int_equal(cov, CWRITES);
+    rng r = rng_for(300);
+    uint64_t ver[CK] = { 0 };
+    for (uint64_t i = 1; i <= CWRITES; i++)
+        ver[rng_below(&r, CK)]++;
+    for (uint64_t k = 0; k < CK; k++) {
+        if (ver[k] == 0)
+            continue;
+        expect_last(l, k, UINT64_MAX, ver[k], cval(k, ver[k]));
+        expect_get(l, k, 1, 1, cval(k, 1));
+    }
+    evs__lsm_close(l);
+    pthread_barrier_destroy(&c->start);
+    free(c);
+}
+
+/* The merges made depend only on the sequence of flushes, not on how flushes
+ * and merge steps interleave: the same puts and freezes, checkpointed at once
+ * (A) or with flushes delayed and merges done in small steps between them
+ * (B), end with the same runs and the same number of files made. */
+static void lsm_schedule(const char *dir, int delayed, uint64_t seed)
+{
+    evs__lsm *l = open_idx(dir, 0, NULL);
+    rng r = { seed };
+    rng sched = rng_for(seed ^ 0x5c4edull);
+    for (uint64_t round = 1; round <= 40; round++) {
+        uint64_t n = 200 + rng_below(&r, 3000);  /* tiers mix: odd sizes */
+        for (uint64_t i = 0; i < n; i++)
+            put(l, rng_below(&r, 1u << 20), round, i);
+        if (!delayed) {
+            assert_int_equal(evs__lsm_checkpoint(l, round), 0);
+            continue;
+        }
+        assert_int_equal(evs__lsm_freeze(l, round), 0);
+        if (evs__lsm_frozen(l) == 4 || rng_below(&sched, 3) == 0)
+            while (evs__lsm_frozen(l) > 0)
+                assert_int_equal(evs__lsm_flush(l), 0);
+        for (uint64_t k = rng_below(&sched, 4); k > 0; k--) {
+            int more = 0;
+            assert_int_equal(evs__lsm_merge_step(l, 1 + rng_below(&sched, 5000), &more), 0);
+        }
+    }
+    if (delayed)
+        assert_int_equal(evs__lsm_checkpoint(l, 40), 0);  /* flush the rest, finish merging */
+    evs__lsm_close(l);
+}
+
+static void test_merges_independent_of_timing(void **state)
+{
+    fixture *fx = *state;
+    char da[600], db[600];
+    snprintf(da, sizeof da, "%s/a", fx->dir);
+    snprintf(db, sizeof db, "%s/b", fx->dir);
+    assert_int_equal(mkdir(da, 0700), 0);
+    assert_int_equal(mkdir(db, 0700), 0);
+    lsm_schedule(da, 0, g_seed);
+    lsm_schedule(db, 1, g_seed);
+    evs__manifest ma, mb;
+    assert_int_equal(evs__man_read(posix(), NULL, da, "streams", &ma), 0);
+    assert_int_equal(evs__man_read(posix(), NULL, db, "streams", &mb), 0);
+    print_message("  %zu runs after 40 checkpoints, %" PRIu64 " files made\n", ma.nruns, ma.next_seq - 1);
+    assert_int_equal(ma.covered, 40);
+    assert_int_equal(mb.covered, 40);
+    assert_int_equal(ma.next_seq, mb.next_seq);
+    assert_int_equal(ma.nruns, mb.nruns);
+    for (size_t i = 0; i < ma.nruns; i++)
+        assert_int_equal(ma.runs[i].entries, mb.runs[i].entries);
+    assert_int_equal(count_runs(da), (int)ma.nruns);
+    assert_int_equal(count_runs(db), (int)mb.nruns);
+    evs__man_free(&ma);
+    evs__man_free(&mb);
+    expect_verify_clean(da);
+    expect_verify_clean(db);
+}
+
 /* ---- damage ---- */
 
 /* One run of keys 0..9999 (a = 1), 79 blocks. */
@@ -1021,8 +1184,8 @@ static void test_read_only_writes_nothing(void **state)
 
 typedef struct fault_state {
     int fail_manifest_rename;   /* rename onto *.manifest.idx fails with EIO */
-    int fail_dirsync_after_man; /* sync_dir fails once a manifest was renamed */
-    int manifest_renamed;       /* a manifest rename happened */
+    int fail_dirsync_after_man; /* N > 0: sync_dir fails once N manifests were renamed */
+    int manifest_renamed;       /* manifest renames so far */
     evs__lsm *owner;            /* for the read-only race: the writing index */
     int owner_fired;            /* 1 once the owner's checkpoint ran */
     int owner_rc;               /* its result */
@@ -1043,13 +1206,13 @@ static int ft_rename(const evs_vfs *vfs, const char *from, const char *to)
         return -EIO;
     int rc = posix()->rename(posix(), from, to);
     if (!rc && ends_with(to, ".manifest.idx"))
-        g_fs.manifest_renamed = 1;
+        g_fs.manifest_renamed++;
     return rc;
 }
 
 static int ft_sync_dir(const evs_vfs *vfs, const char *path)
 {
-    if (g_fs.fail_dirsync_after_man && g_fs.manifest_renamed)
+    if (g_fs.fail_dirsync_after_man && g_fs.manifest_renamed >= g_fs.fail_dirsync_after_man)
         return -EIO;
     return posix()->sync_dir(posix(), path);
 }
@@ -1120,13 +1283,14 @@ static void test_crash_during_checkpoint_is_atomic(void **state)
     for (uint64_t k = 1000; k < 1500; k++)  /* the engine replays the log after covered */
         put(l, k, 1, k);
 
-    /* now the rename succeeds but the directory fsync fails, during a merge */
+    /* now the rename succeeds but the directory fsync fails, during a merge:
+     * the flush's manifest (4 runs) is durable, the merge's (1 run) renamed */
     for (uint64_t round = 0; round < 2; round++) {
         assert_int_equal(evs__lsm_checkpoint(l, 20 + round), 0);
         put(l, 5000 + round, 1, 1);
     }
     assert_int_equal(count_runs(fx->dir), 3);
-    g_fs.fail_dirsync_after_man = 1;
+    g_fs.fail_dirsync_after_man = 2;
     g_fs.manifest_renamed = 0;
     assert_int_equal(evs__lsm_checkpoint(l, 30), -EIO);
     g_fs.fail_dirsync_after_man = 0;
@@ -1291,6 +1455,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scans_across_runs_and_blocks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_differential, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers_and_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_flush_with_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_merges_independent_of_timing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_reports_order_and_fences, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_manifest_and_header, setup, teardown),

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -720,6 +721,180 @@ static void test_wait(void **state)
     assert_int_equal(now, 3);
 }
 
+/* ---- the stream list at scale: streamed from the name order ---- */
+
+enum { LIST_ROUNDS = 4, LIST_PER_ROUND = 3000, LIST_NAME = 24 };
+
+typedef struct list_model {
+    char (*name)[LIST_NAME];
+    uint64_t *version;
+    size_t n;
+} list_model;
+
+static int cmp_name(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
+
+/* The listing of prefix agrees with the model: same names, name order, versions. */
+static void expect_listing(evs_store *s, const list_model *m, const char *prefix)
+{
+    size_t pl = prefix ? strlen(prefix) : 0, k = 0;
+    evs_stream_iter *si = NULL;
+    assert_int_equal(evs_streams_open(s, prefix, &si), 0);
+    for (size_t i = 0; i <= m->n; i++) {
+        if (i < m->n && pl && strncmp(m->name[i], prefix, pl) != 0) continue;
+        const char *name = NULL;
+        uint64_t v = 0;
+        assert_int_equal(evs_streams_next(si, &name, &v), 0);
+        if (i == m->n) {
+            if (name) fail_msg("prefix \"%s\": %s listed past the end (%zu expected)", prefix ? prefix : "", name, k);
+            break;
+        }
+        if (!name || strcmp(name, m->name[i]) != 0)
+            fail_msg("prefix \"%s\": entry %zu is %s, want %s", prefix ? prefix : "", k, name ? name : "(end)", m->name[i]);
+        assert_int_equal(v, m->version[i]);
+        k++;
+    }
+    evs_streams_close(si);
+}
+
+static void expect_listings(evs_store *s, list_model *m)
+{
+    static const char *const prefixes[] = {NULL, "", "a/", "a/1", "ab/", "b/", "z", "\xc3\xa9/", "nothing/"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) expect_listing(s, m, prefixes[i]);
+    /* the system stream is listed under "$" only */
+    evs_stream_iter *si = NULL;
+    const char *name = NULL;
+    uint64_t v = 0;
+    assert_int_equal(evs_streams_open(s, "$", &si), 0);
+    assert_int_equal(evs_streams_next(si, &name, &v), 0);
+    assert_non_null(name);
+    assert_string_equal(name, "$projections/hidden");
+    assert_int_equal(evs_streams_next(si, &name, &v), 0);
+    assert_null(name);
+    evs_streams_close(si);
+}
+
+typedef struct creator { evs_store *s; atomic_int stop; size_t made; int rc; } creator;
+
+static void *creator_main(void *arg)
+{
+    creator *c = arg;
+    while (!atomic_load(&c->stop) && c->rc == 0 && c->made < 20000) {
+        char name[32];
+        snprintf(name, sizeof name, "live/%06zu", c->made++);
+        c->rc = fx_append1(c->s, name, EVS_EXPECT_ANY, "Live", NULL, NULL, NULL);
+    }
+    return NULL;
+}
+
+static void test_stream_list_many(void **state)
+{
+    fx *f = *state;
+    static const char *const heads[] = {"a/", "ab/", "b/", "z", "zz/", "\xc3\xa9/", "a/1"};
+    f->opt.sync = EVS_SYNC_NEVER;
+    f->opt.checkpoint_interval = 5000;
+    fx_open(f);
+    list_model m = {0};
+    m.name = calloc(LIST_ROUNDS * LIST_PER_ROUND, sizeof *m.name);
+    m.version = calloc(LIST_ROUNDS * LIST_PER_ROUND, sizeof *m.version);
+    assert_non_null(m.name);
+    assert_non_null(m.version);
+    uint64_t rng = evs_test_seed() ^ 0x1157ull;
+    evs_event_in in[100];
+    int created = 0;
+    static const char *const ptypes[] = {"T"};
+    evs_filter pf = {ptypes, 1, NULL};
+    assert_int_equal(evs_projection_define(f->s, "hidden", &pf, &created), 0);  /* a "$" stream: listed only under "$" */
+    for (int round = 0; round < LIST_ROUNDS; round++) {
+        /* new streams in random order (names drawn without order), one or two events each */
+        size_t first = m.n;
+        for (size_t i = 0; i < LIST_PER_ROUND; i++) {
+            for (;;) {
+                snprintf(m.name[m.n], LIST_NAME, "%s%" PRIu64, heads[evs_test_rand(&rng) % 7],
+                         evs_test_rand_range(&rng, 0, 999999));
+                int dup = 0;
+                for (size_t j = 0; j < m.n && !dup; j++) dup = !strcmp(m.name[j], m.name[m.n]);
+                if (!dup) break;
+            }
+            m.version[m.n++] = 1 + evs_test_rand(&rng) % 2;
+        }
+        size_t k = 0;
+        for (size_t i = first; i < m.n; i++)
+            for (uint64_t v = 0; v < m.version[i]; v++) {
+                in[k] = fx_ev("T", NULL);
+                in[k++].stream = m.name[i];
+                if (k == 100 || (i + 1 == m.n && v + 1 == m.version[i])) {
+                    assert_int_equal(evs_append_multi(f->s, in, k, NULL, NULL, NULL), 0);
+                    k = 0;
+                }
+            }
+        /* the model sorted (bytewise; the names hold no NUL) */
+        list_model sorted = m;
+        sorted.name = malloc(m.n * sizeof *m.name);
+        sorted.version = malloc(m.n * sizeof *m.version);
+        size_t *idx = malloc(m.n * sizeof *idx);
+        char (*tmp)[LIST_NAME + 8] = malloc(m.n * sizeof *tmp);
+        for (size_t i = 0; i < m.n; i++) {
+            memcpy(tmp[i], m.name[i], LIST_NAME);
+            memcpy(tmp[i] + LIST_NAME, &i, sizeof i);
+        }
+        qsort(tmp, m.n, sizeof *tmp, cmp_name);
+        for (size_t i = 0; i < m.n; i++) {
+            memcpy(&idx[i], tmp[i] + LIST_NAME, sizeof idx[i]);
+            memcpy(sorted.name[i], m.name[idx[i]], LIST_NAME);
+            sorted.version[i] = m.version[idx[i]];
+        }
+        expect_listings(f->s, &sorted);
+        if (round == LIST_ROUNDS - 1) {
+            /* a reopen loads every stream as new: the first listing sorts them */
+            fx_reopen(f);
+            expect_listings(f->s, &sorted);
+            /* a follower does the same on its own */
+            evs_options o = f->opt;
+            o.read_only = 1;
+            evs_store *ro = NULL;
+            assert_int_equal(evs_open(f->dir, &o, &ro), 0);
+            expect_listings(ro, &sorted);
+            assert_int_equal(evs_close(ro), 0);
+            /* listing while another thread creates streams: name order, no
+             * duplicates, every stream that existed at the open, versions
+             * at least as they were */
+            creator c = {f->s, 0, 0, 0};
+            pthread_t t;
+            assert_int_equal(pthread_create(&t, NULL, creator_main, &c), 0);
+            for (int pass = 0; pass < 3; pass++) {
+                evs_stream_iter *si = NULL;
+                assert_int_equal(evs_streams_open(f->s, NULL, &si), 0);
+                char prev[300] = "";
+                size_t j = 0;
+                for (;;) {
+                    const char *name = NULL;
+                    uint64_t v = 0;
+                    assert_int_equal(evs_streams_next(si, &name, &v), 0);
+                    if (!name) break;
+                    if (prev[0] && strcmp(prev, name) >= 0) fail_msg("%s listed after %s", name, prev);
+                    snprintf(prev, sizeof prev, "%s", name);
+                    if (!strncmp(name, "live/", 5)) continue;
+                    if (j >= sorted.n || strcmp(name, sorted.name[j]) != 0)
+                        fail_msg("live listing: %s where %s was due", name, j < sorted.n ? sorted.name[j] : "(end)");
+                    assert_int_equal(v, sorted.version[j]);
+                    j++;
+                }
+                assert_int_equal(j, sorted.n);
+                evs_streams_close(si);
+            }
+            atomic_store(&c.stop, 1);
+            pthread_join(t, NULL);
+            assert_int_equal(c.rc, 0);
+        }
+        free(sorted.name);
+        free(sorted.version);
+        free(idx);
+        free(tmp);
+    }
+    free(m.name);
+    free(m.version);
+}
+
 int main(void)
 {
     fx_main_init();
@@ -728,6 +903,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_reads, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_get_and_stream_list, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_empty_store_reads, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_stream_list_many, fx_setup_closed, fx_teardown),
         cmocka_unit_test_setup_teardown(test_large_events, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_long_stream, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_live_iterators, fx_setup, fx_teardown),
