@@ -83,7 +83,7 @@ static uint8_t *slurp(const evs_vfs *vfs, const char *path, size_t *len)
 /* A POST/PUT with a body: Content-Length computed. */
 static void body_req(const char *name, const char *head, const char *body)
 {
-    char buf[8192];
+    char buf[16384];
     int n = snprintf(buf, sizeof buf, "%sContent-Length: %zu\r\n\r\n%s", head, strlen(body), body);
     save("http", name, 0, 0, buf, (size_t)n);
 }
@@ -118,6 +118,21 @@ static void gen_http(void)
              "{\"stream_prefix\":\"orders\",\"types\":[\"A\",\"OrderPlaced\"]}");
     body_req("09-consumer-put-projection", "PUT /consumers/p-reader HTTP/1.1\r\n" H W JSON,
              "{\"projection\":\"big-orders\"}");
+    {
+        /* big bodies, so the fuzzer's length limit starts at a few KiB: a
+         * batch of 40 events, and one event over --max-event-size 4K (413) */
+        char body[6000];
+        size_t k = (size_t)snprintf(body, sizeof body, "[");
+        for (int i = 0; i < 40; i++)
+            k += (size_t)snprintf(body + k, sizeof body - k, "%s{\"type\":\"Bulk\",\"data\":{\"i\":%d,\"pad\":\"%s\"}}",
+                                  i ? "," : "", i, "abcdefghijklmnopqrstuvwxyz0123456789");
+        snprintf(body + k, sizeof body - k, "]");
+        body_req("0a-append-bulk", "POST /streams/bulk-1 HTTP/1.1\r\n" H W JSON, body);
+        k = (size_t)snprintf(body, sizeof body, "{\"type\":\"Huge\",\"data\":\"");
+        memset(body + k, 'h', 4200);
+        snprintf(body + k + 4200, sizeof body - k - 4200, "\"}");
+        body_req("0b-append-over-event-limit", "POST /streams/bulk-2 HTTP/1.1\r\n" H W JSON, body);
+    }
     /* 1x: reads */
     plain("10-read-all", "GET /events HTTP/1.1\r\n" H R "\r\n");
     plain("11-read-filtered",
