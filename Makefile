@@ -80,7 +80,8 @@ bench-plots:
 	@echo "bench-plots: $(PLOT_DIR)/growth-{open,recovery,read,rss}.png from $(GROWTH_DAT)"
 
 # libFuzzer (clang): every tests/fuzz/fuzz_*.c for FUZZ_SECONDS each, starting
-# from its corpus in tests/fuzz/corpus/<name>/. New inputs go to
+# from its corpus in tests/fuzz/corpus/<name>/ (with the dictionary
+# tests/fuzz/<name>.dict if there is one). New inputs go to
 # build-fuzz/corpus/; crashes to build-fuzz/crashes/ (copy one into the
 # repository corpus to keep it as a regression input: `make test` replays it).
 FUZZ_BUILD   ?= build-fuzz
@@ -94,7 +95,8 @@ fuzz: deps
 	  name=$$(basename $$src .c); short=$${name#fuzz_}; \
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$short tests/fuzz/corpus/$$short; \
 	  echo "== $$name for $(FUZZ_SECONDS)s"; \
-	  $(FUZZ_BUILD)/tests/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  dict=; test -f tests/fuzz/$$short.dict && dict=-dict=tests/fuzz/$$short.dict; \
+	  $(FUZZ_BUILD)/tests/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$dict \
 	    -artifact_prefix=$(FUZZ_BUILD)/crashes/$$short- \
 	    $(FUZZ_BUILD)/corpus/$$short tests/fuzz/corpus/$$short 2>&1 | grep -E '^(Done|stat::number_of_executed_units|==.*ERROR|SUMMARY)' ; \
 	  test $${PIPESTATUS[0]} -eq 0 || { echo "$$name found a crash: see $(FUZZ_BUILD)/crashes/"; exit 1; }; \

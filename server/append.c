@@ -54,7 +54,16 @@ void evsd_append_cleanup(evsd_req *r)
     r->cond_prefix = NULL;
 }
 
-/* Skip a JSON value starting at p (the document is already known valid). */
+/* Skip a JSON value starting at p. Also used on bodies not yet validated
+ * (to tell an envelope from an event object), so it must end on any bytes:
+ * every step advances, and the result is never past end. (It used to stop
+ * advancing at a NUL byte inside an array or object, which spun an HTTP
+ * thread forever: found by fuzz_http.) */
+static int is_delim(char c)
+{
+    return c == ',' || c == ']' || c == '}' || c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
 static const char *skip_value(const char *p, const char *end)
 {
     int depth = 0;
@@ -64,8 +73,8 @@ static const char *skip_value(const char *p, const char *end)
         char c = *p;
         if (c == '"') {
             for (p++; p < end && *p != '"'; p++)
-                if (*p == '\\') p++;
-            p++;
+                if (*p == '\\' && p + 1 < end) p++;
+            if (p < end) p++;
         } else if (c == '{' || c == '[') {
             depth++;
             p++;
@@ -75,13 +84,13 @@ static const char *skip_value(const char *p, const char *end)
         } else if (c == ',' || c == ':') {
             p++;
         } else {
-            while (p < end && !strchr(",]} \t\r\n", *p)) p++;
+            for (p++; p < end && !is_delim(*p); p++) {}
         }
     } while (depth > 0 && p < end);
     return p;
 }
 
-/* In a valid top-level object, the byte range of the value of key (raw match). */
+/* In a top-level object, the byte range of the value of key (raw match). */
 static int find_member(const char *body, size_t len, const char *key, const char **vs, const char **ve)
 {
     const char *p = body, *end = body + len;
@@ -89,17 +98,18 @@ static int find_member(const char *body, size_t len, const char *key, const char
     p++;
     size_t kl = strlen(key);
     while (p < end) {
-        while (p < end && strchr(" \t\r\n,", *p)) p++;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == ',')) p++;
         if (p >= end || *p == '}') return 0;
         const char *ks = p + 1;
         const char *ke = skip_value(p, end) - 1;  /* the closing quote */
         p = ke + 1;
         while (p < end && *p != ':') p++;
+        if (p >= end) return 0;
         p++;
-        while (p < end && strchr(" \t\r\n", *p)) p++;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
         const char *v = p;
         p = skip_value(p, end);
-        if ((size_t)(ke - ks) == kl && !memcmp(ks, key, kl)) {
+        if (ke >= ks && (size_t)(ke - ks) == kl && !memcmp(ks, key, kl)) {
             *vs = v;
             *ve = p;
             return 1;

@@ -406,7 +406,29 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
     return atomic_load(&srv->stopping) ? MHD_NO : MHD_YES;
 }
 
-char *evsd_read_file(const char *path, size_t *len);
+/* A whole file, NUL-terminated (--auth-tokens, --tls-cert, --tls-key); NULL if unreadable. */
+char *evsd_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *p = realloc(buf, cap);
+            if (!p) { free(buf); fclose(f); return NULL; }
+            buf = p;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    fclose(f);
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
 
 int evsd_http_start(evsd_server *srv)
 {

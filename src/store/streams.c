@@ -210,12 +210,16 @@ int evs__streams_load(evs_store *s, uint64_t valid_len)
     if (got != valid_len) { rc = EVS_ECORRUPT; goto out; }
     {
         /* size the table for every entry first: growing while inserting
-         * names in the writer's slot order clusters badly and rehashes */
+         * names in the writer's slot order clusters badly and rehashes.
+         * Checksums are not checked yet, so a count is believed only as far
+         * as the chunk's payload can hold entries (26 bytes at least each):
+         * a damaged count must not size the table (fuzz_index found a
+         * 64 GiB allocation). */
         uint64_t total = 0;
-        for (uint64_t off = 0; off + CHUNK_HDR <= valid_len;) {
-            total += evs__get32(buf + off + 12);
-            uint64_t plen = evs__get64(buf + off + 24);
-            if (plen > valid_len) break;
+        for (uint64_t off = 0; valid_len - off >= CHUNK_HDR + 8;) {
+            uint64_t n = evs__get32(buf + off + 12), plen = evs__get64(buf + off + 24);
+            if (plen > valid_len - off - CHUNK_HDR - 8) break;
+            total += EVS_MIN(n, plen / 26);
             off += CHUNK_HDR + plen + 8;
         }
         size_t cap = s->streams.cap ? s->streams.cap : 1024;

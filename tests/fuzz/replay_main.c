@@ -42,16 +42,22 @@ int main(int argc, char **argv)
         struct stat st;
         if (stat(argv[i], &st) != 0) { perror(argv[i]); return 1; }
         if (!S_ISDIR(st.st_mode)) { if (run_file(argv[i])) return 1; n++; continue; }
-        DIR *d = opendir(argv[i]);
-        struct dirent *de;
-        while (d && (de = readdir(d))) {
-            if (de->d_name[0] == '.') continue;
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", argv[i], de->d_name);
-            if (run_file(path)) { closedir(d); return 1; }
-            n++;
+        /* in name order: a stateful target (fuzz_http) replays the same way everywhere */
+        struct dirent **names = NULL;
+        int k = scandir(argv[i], &names, NULL, alphasort);
+        if (k < 0) { perror(argv[i]); return 1; }
+        int bad = 0;
+        for (int j = 0; j < k; j++) {
+            if (!bad && names[j]->d_name[0] != '.') {
+                char path[4096];
+                snprintf(path, sizeof path, "%s/%s", argv[i], names[j]->d_name);
+                if (run_file(path)) bad = 1;
+                else n++;
+            }
+            free(names[j]);
         }
-        if (d) closedir(d);
+        free(names);
+        if (bad) return 1;
     }
     printf("replayed %zu inputs\n", n);
     return 0;

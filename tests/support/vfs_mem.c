@@ -720,6 +720,31 @@ static int mem_mkdir(const evs_vfs *vfs, const char *path)
     return rc;
 }
 
+/* Like rmdir(2): -ENOENT, -ENOTDIR, -ENOTEMPTY, -EBUSY for the root. The
+ * removal is a namespace change of the parent, durable at its sync_dir. */
+static int mem_rmdir(const evs_vfs *vfs, const char *path)
+{
+    mem_vfs *m = vfs->ctx;
+    mem_inode *dir, *ino;
+    char name[MEM_NAME_MAX + 1];
+    pthread_mutex_lock(&m->mu);
+    int rc = m->dead ? -EIO : walk(m, path, &dir, name, &ino);
+    if (!rc && !ino)
+        rc = -ENOENT;
+    if (!rc && !dir)
+        rc = -EBUSY;
+    if (!rc && !ino->is_dir)
+        rc = -ENOTDIR;
+    if (!rc && ino->ents.n)
+        rc = -ENOTEMPTY;
+    if (!rc) {
+        ns_change(dir, NULL, NULL, name);
+        maybe_gc(m);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
 static int mem_sync_dir(const evs_vfs *vfs, const char *path)
 {
     mem_vfs *m = vfs->ctx;
@@ -815,6 +840,7 @@ evs_vfs *vfs_mem_new(void)
         .sync_dir = mem_sync_dir,
         .list_dir = mem_list_dir,
         .exists = mem_exists,
+        .rmdir = mem_rmdir,
     };
     pthread_mutex_init(&m->mu, NULL);
     m->root = inode_new(m, 1);

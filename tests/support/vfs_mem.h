@@ -9,14 +9,15 @@
  *   must exist (mkdir it first), as on a real file system. Names are at most
  *   255 bytes, paths 4095. Locks are per file (like flock): lock() succeeds
  *   for the first handle that asks and fails with -EWOULDBLOCK for every other
- *   handle until the holder is closed.
+ *   handle until the holder is closed. rmdir removes an empty directory
+ *   (-ENOTEMPTY otherwise).
  *
  * DURABILITY MODEL (what survives a power cut)
  *   Each file has a *current* content (what reads see) and a *durable* one,
  *   plus the ordered list of writes and truncates made since its last
  *   sync/datasync. sync and datasync make the file's current content durable
  *   (both also count as a sync for crash arming). They do NOT make the file's
- *   name durable: create, unlink, rename and mkdir are logged per directory
+ *   name durable: create, unlink, rename, mkdir and rmdir are logged per directory
  *   and become durable only at sync_dir of that directory. A rename between
  *   two directories is two log entries (link in the target, unlink in the
  *   source), so a crash may keep both names or neither. A file or directory

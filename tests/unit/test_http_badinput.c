@@ -47,6 +47,8 @@ typedef struct bad_case {
 #define EV(...) "POST", "/streams/bad", NULL, __VA_ARGS__
 #define MULTI(...) "POST", "/events", NULL, __VA_ARGS__
 #define WITH_NUL "{\"type\":\"A\",\"data\":\"a\0z\"}" /* a raw NUL byte */
+/* a raw NUL inside an envelope's array: spun an HTTP thread forever (fuzz_http) */
+#define ENVELOPE_NUL "{\"events\":[{\"stream\":\"s\",\"type\":\"A\",\"data\":[\0]}]}"
 
 static const bad_case battery[] = {
     /* malformed JSON */
@@ -118,6 +120,7 @@ static const bad_case battery[] = {
     {EV("{\"type\":\"A\tB\"}", 0, 400, "invalid_json", NULL)},
     {EV("{\"type\":\"A\",\"data\":\"a\x1fz\"}", 0, 400, "invalid_json", NULL)},
     {"POST", "/streams/bad", NULL, WITH_NUL, sizeof WITH_NUL - 1, 400, "invalid_json", NULL},
+    {"POST", "/events", NULL, ENVELOPE_NUL, sizeof ENVELOPE_NUL - 1, 400, "invalid_json", NULL},
     {EV("{\"type\":\"A\\u0007\"}", 0, 400, "invalid_event", "type")}, /* escaped control in a type */
     /* bad query parameters */
     {"POST", "/streams/bad?expected_version=-1", NULL, "{\"type\":\"A\"}", 0, 400, "invalid_parameter", "expected_version"},

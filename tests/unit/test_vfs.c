@@ -282,6 +282,26 @@ static void test_list_dir_mkdir_unlink(void **state)
     assert_int_equal(v->sync_dir(v, d), 0);
 }
 
+/* rmdir (restore removes its temporary directory with it): posix and mem. */
+static void test_rmdir(void **state)
+{
+    fx *x = *state;
+    const evs_vfs *v = x->vfs;
+    char d[600], p[700];
+    assert_non_null(v->rmdir);
+    assert_int_equal(v->mkdir(v, pj(d, x, "gone")), 0);
+    snprintf(p, sizeof p, "%s/f", d);
+    write_synced(v, p, "1", 1);
+    assert_int_equal(v->rmdir(v, d), -ENOTEMPTY);
+    assert_int_equal(v->rmdir(v, p), -ENOTDIR);
+    assert_int_equal(v->unlink(v, p), 0);
+    assert_int_equal(v->rmdir(v, d), 0);
+    assert_int_equal(v->exists(v, d), 0);
+    assert_int_equal(v->rmdir(v, d), -ENOENT);
+    assert_int_equal(v->mkdir(v, d), 0);  /* the name is free again */
+    assert_int_equal(v->sync_dir(v, x->root), 0);
+}
+
 static void test_lock_exclusive(void **state)
 {
     fx *x = *state;
@@ -985,6 +1005,8 @@ int main(void)
         CONF_ALL(test_rename_replaces),
         CONF_ALL(test_list_dir_mkdir_unlink),
         CONF_ALL(test_lock_exclusive),
+        CONF(test_rmdir, kind_posix),
+        CONF(test_rmdir, kind_mem),
         cmocka_unit_test(test_mem_drop_all_keeps_only_synced),
         cmocka_unit_test(test_mem_apply_all_keeps_everything),
         cmocka_unit_test(test_mem_torn_is_sector_granular),
