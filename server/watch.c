@@ -22,15 +22,19 @@
  *    and the other watchers never wait for it.
  *
  * The hub thread blocks in evs_wait. On each commit it reads the new events
- * once (its own iterator), encodes them into the ring, then, under its mutex,
- * resumes in one pass every suspended watcher that has something to send:
- * those whose filter matches a new entry, those that fell off the ring, and
- * those still reading the store; the others only have their cursor moved
- * past the new entries. Once a second at most it resumes those whose
- * heartbeat is due. Idle watchers cost nothing: their connections are
- * suspended (out of libmicrohttpd's poll set) and the hub wakes only for
- * commits and due heartbeats. With no watcher following, the hub encodes
- * nothing.
+ * once (its own iterator), encodes them into the ring in chunks of at most
+ * half the ring, and after each chunk, under its mutex, resumes the
+ * suspended watchers that have something to send. It finds them by class:
+ * watchers of the whole log unfiltered (any new entry), filtered ones (a
+ * bounded scan of the new entries), stream watchers through a hash table by
+ * stream name (only the new entries' streams are looked up, and a woken
+ * watcher's cursor jumps to its entry), and watchers still reading the store
+ * (any commit). The others stay suspended; their cursors stay valid because
+ * every entry they might want was dispatched to them. Heartbeats come from a
+ * heap of suspended watchers by due time. Idle watchers cost nothing: their
+ * connections are suspended (out of libmicrohttpd's poll set) and the hub
+ * wakes only for commits and due heartbeats. With no watcher following, the
+ * hub encodes nothing.
  *
  * Locks: the ring's slots and bounds change only on the hub thread, under
  * the ring's rwlock taken for writing; readers (content readers on the HTTP
@@ -56,7 +60,7 @@
 
 #define RING_MIN_SLOTS 256u
 #define RING_MAX_SLOTS (1u << 20)
-#define HUB_PUBLISH_EVERY 1024u   /* entries encoded before they are published */
+#define HUB_PUBLISH_EVERY 1024u   /* most entries encoded before they are published */
 #define HUB_SCAN_MAX 64u          /* new entries the hub checks against one suspended watcher */
 #define HUB_TICK_MS 250           /* longest sleep of the hub (it checks for stop between) */
 
@@ -64,6 +68,7 @@
 typedef struct ring_entry {
     uint64_t position, version;
     char *bytes;
+    uint32_t shash;                  /* name_hash of the stream */
     uint32_t line_len;               /* the JSON line with its "\n" */
     uint16_t stream_len, type_len;   /* names are at most 255 bytes */
     uint16_t head_len;               /* "id: P\nevent: T\ndata: " */
@@ -100,17 +105,29 @@ struct evsd_stream_state {
     uint64_t last_version;           /* stream watch: version of the last event looked at */
     uint64_t seq;                    /* on the ring: the next entry to look at */
     uint64_t dry_at;                 /* reading the store: the position its iterator was dry at */
-    /* hub links, under hub->mu */
-    evsd_stream_state *prev, *next;
+    uint32_t shash;                  /* stream watch: hash of the stream's name */
+    /* while suspended, under hub->mu */
     int in_hub;
+    int cls;                         /* CLS_*: what can wake it */
+    size_t hidx;                     /* place in the heartbeat heap */
+    evsd_stream_state *cprev, *cnext;/* in its class list (or stream bucket) */
 };
+
+enum { CLS_STORE, CLS_ALL, CLS_FILTERED, CLS_STREAM };
 
 struct evsd_hub {
     evsd_server *srv;
     pthread_t thread;
-    pthread_mutex_t mu;              /* the suspended list, each watcher's in_hub, stop, next_due */
-    evsd_stream_state *head;         /* suspended watchers */
-    uint64_t next_due;               /* earliest heartbeat among them (monotonic ns) */
+    pthread_mutex_t mu;              /* everything about suspended watchers, stop, dispatched */
+    evsd_stream_state **heap;        /* suspended watchers, earliest heartbeat first */
+    size_t nheap, heap_cap;
+    evsd_stream_state *store_list;   /* suspended, reading the store: woken by any commit */
+    evsd_stream_state *all_list;     /* on the ring, the whole log unfiltered */
+    evsd_stream_state *filtered_list;/* on the ring, the whole log with a prefix or types */
+    evsd_stream_state **buckets;     /* on the ring, one stream: by the name's hash */
+    size_t nbuckets, nstream_waiting;
+    uint64_t dispatched;             /* ring entries before this one were dispatched */
+    int skipped;                     /* the ring restarted: events were never dispatched */
     uint64_t seen;                   /* last committed position the hub acted on */
     int stop;
     int started;
@@ -128,6 +145,13 @@ struct evsd_hub {
 };
 
 static int hub_suspend(evsd_stream_state *w);
+
+static uint32_t name_hash(const char *p, size_t n)
+{
+    uint32_t x = 2166136261u;  /* FNV-1a */
+    for (size_t i = 0; i < n; i++) x = (x ^ (unsigned char)p[i]) * 16777619u;
+    return x;
+}
 static void entry_free(ring_entry *e)
 {
     free(e->bytes);
@@ -164,6 +188,7 @@ int evsd_stream_follow(evsd_stream_state *w, const evs_read_options *ro)
     if (ro->stream) {
         if (!(w->stream = strdup(ro->stream))) return -ENOMEM;
         w->stream_len = strlen(ro->stream);
+        w->shash = name_hash(w->stream, w->stream_len);
         w->last_version = ro->from ? ro->from - 1 : 0;
         w->next_pos = 1;
     } else {
@@ -432,11 +457,104 @@ ssize_t evsd_stream_fill(evsd_stream_state *w, char *out, size_t max)
 
 /* ---------------------------------------------------------------- the hub */
 
+/* Suspended watchers: a heap by next heartbeat (all of them), and a list by
+ * what can wake them. Everything here is under hub->mu. */
+
+static void heap_set(evsd_hub *h, size_t i, evsd_stream_state *w)
+{
+    h->heap[i] = w;
+    w->hidx = i;
+}
+
+static void heap_up(evsd_hub *h, size_t i)
+{
+    evsd_stream_state *w = h->heap[i];
+    while (i > 0) {
+        size_t up = (i - 1) / 2;
+        if (h->heap[up]->next_heartbeat <= w->next_heartbeat) break;
+        heap_set(h, i, h->heap[up]);
+        i = up;
+    }
+    heap_set(h, i, w);
+}
+
+static void heap_down(evsd_hub *h, size_t i)
+{
+    evsd_stream_state *w = h->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->nheap) break;
+        if (c + 1 < h->nheap && h->heap[c + 1]->next_heartbeat < h->heap[c]->next_heartbeat) c++;
+        if (w->next_heartbeat <= h->heap[c]->next_heartbeat) break;
+        heap_set(h, i, h->heap[c]);
+        i = c;
+    }
+    heap_set(h, i, w);
+}
+
+static void heap_remove(evsd_hub *h, evsd_stream_state *w)
+{
+    size_t i = w->hidx;
+    evsd_stream_state *last = h->heap[--h->nheap];
+    if (i == h->nheap) return;
+    heap_set(h, i, last);
+    heap_up(h, i);
+    heap_down(h, last->hidx);
+}
+
+/* The list a suspended watcher waits in. */
+static evsd_stream_state **class_head(evsd_hub *h, evsd_stream_state *w)
+{
+    switch (w->cls) {
+    case CLS_STORE: return &h->store_list;
+    case CLS_ALL: return &h->all_list;
+    case CLS_FILTERED: return &h->filtered_list;
+    default: return &h->buckets[w->shash & (h->nbuckets - 1)];
+    }
+}
+
+static void class_link(evsd_hub *h, evsd_stream_state *w)
+{
+    evsd_stream_state **head = class_head(h, w);
+    w->cprev = NULL;
+    w->cnext = *head;
+    if (*head) (*head)->cprev = w;
+    *head = w;
+}
+
+static void class_unlink(evsd_hub *h, evsd_stream_state *w)
+{
+    if (w->cprev) w->cprev->cnext = w->cnext;
+    else *class_head(h, w) = w->cnext;
+    if (w->cnext) w->cnext->cprev = w->cprev;
+    w->cprev = w->cnext = NULL;
+}
+
+/* More buckets for stream watchers when chains get long. */
+static void buckets_grow(evsd_hub *h)
+{
+    size_t n = h->nbuckets * 4;
+    evsd_stream_state **b = calloc(n, sizeof *b);
+    if (!b) return;  /* longer chains, still correct */
+    evsd_stream_state **old = h->buckets;
+    size_t oldn = h->nbuckets;
+    h->buckets = b;
+    h->nbuckets = n;
+    for (size_t i = 0; i < oldn; i++) {
+        evsd_stream_state *w = old[i], *next;
+        for (; w; w = next) {
+            next = w->cnext;
+            class_link(h, w);
+        }
+    }
+    free(old);
+}
+
 static void hub_unlink(evsd_hub *h, evsd_stream_state *w)
 {
-    if (w->prev) w->prev->next = w->next; else h->head = w->next;
-    if (w->next) w->next->prev = w->prev;
-    w->prev = w->next = NULL;
+    heap_remove(h, w);
+    class_unlink(h, w);
+    if (w->cls == CLS_STREAM) h->nstream_waiting--;
     w->in_hub = 0;
 }
 
@@ -458,12 +576,22 @@ static int hub_suspend(evsd_stream_state *w)
         pthread_mutex_unlock(&h->mu);
         return 0;
     }
-    w->prev = NULL;
-    w->next = h->head;
-    if (h->head) h->head->prev = w;
-    h->head = w;
+    if (h->nheap == h->heap_cap) {
+        size_t cap = h->heap_cap ? h->heap_cap * 2 : 1024;
+        evsd_stream_state **nh = realloc(h->heap, cap * sizeof *nh);
+        if (!nh) {
+            pthread_mutex_unlock(&h->mu);
+            return 0;  /* no room to wait: it polls instead (reads again) */
+        }
+        h->heap = nh;
+        h->heap_cap = cap;
+    }
+    w->cls = !w->on_ring ? CLS_STORE : w->stream ? CLS_STREAM : (w->prefix || w->ntypes) ? CLS_FILTERED : CLS_ALL;
+    if (w->cls == CLS_STREAM && ++h->nstream_waiting > 2 * h->nbuckets) buckets_grow(h);
+    class_link(h, w);
+    heap_set(h, h->nheap++, w);
+    heap_up(h, w->hidx);
     w->in_hub = 1;
-    if (w->next_heartbeat < h->next_due) h->next_due = w->next_heartbeat;
     MHD_suspend_connection(w->conn);
     pthread_mutex_unlock(&h->mu);
     return 1;
@@ -477,11 +605,11 @@ static void hub_forget(evsd_hub *h, evsd_stream_state *w)
     pthread_mutex_unlock(&h->mu);
 }
 
-/* A suspended watcher on the ring: does it have something to send? If not,
- * its cursor moves past the new entries. Hub thread, under mu. */
+/* A suspended filtered watcher: does it want one of the new entries? If not,
+ * its cursor moves past them. */
 static int ring_has_news(evsd_hub *h, evsd_stream_state *w)
 {
-    if (h->failed || w->next_pos < h->start_pos || w->seq < h->tail) return 1;
+    if (w->next_pos < h->start_pos || w->seq < h->tail) return 1;
     if (w->seq > h->end) w->seq = ring_find(h, w->next_pos);
     if (h->end - w->seq > HUB_SCAN_MAX) return 1;  /* cheaper for it to look itself */
     for (; w->seq < h->end; w->seq++) {
@@ -494,20 +622,79 @@ static int ring_has_news(evsd_hub *h, evsd_stream_state *w)
     return 0;
 }
 
-/* Resume the suspended watchers that have something to do: after a commit
- * (commit = 1) those with news, and any whose heartbeat is due. Under mu. */
-static void hub_wake(evsd_hub *h, int commit, uint64_t now)
+/* Wake every watcher of a list. */
+static void wake_list(evsd_hub *h, evsd_stream_state *w)
 {
-    evsd_stream_state *w = h->head, *next;
-    uint64_t due = UINT64_MAX;
-    for (; w; w = next) {
-        next = w->next;
-        int wake = h->stop || w->next_heartbeat <= now;
-        if (!wake && commit) wake = w->on_ring ? ring_has_news(h, w) : 1;
-        if (wake) hub_resume(h, w);
-        else if (w->next_heartbeat < due) due = w->next_heartbeat;
+    for (evsd_stream_state *next; w; w = next) {
+        next = w->cnext;
+        hub_resume(h, w);
     }
-    h->next_due = due;
+}
+
+/* After a commit: resume the suspended watchers that have something to do.
+ * Store readers always (the log moved); on the ring, those that want one of
+ * the entries published since the last call, found by class: every watcher
+ * of the whole log; filtered ones by a bounded scan; stream watchers through
+ * their stream's bucket, entry by entry. */
+static void hub_dispatch(evsd_hub *h)
+{
+    uint64_t from = h->dispatched;
+    h->dispatched = h->end;
+    wake_list(h, h->store_list);
+    if (from < h->tail || h->failed || h->skipped) {
+        h->skipped = 0;
+        /* entries went before they were dispatched (a batch larger than the
+         * ring), or the ring stopped: everyone looks for themselves */
+        while (h->nheap) hub_resume(h, h->heap[h->nheap - 1]);
+        return;
+    }
+    if (from == h->end) return;  /* only system events */
+    uint64_t last = h->slots[(h->end - 1) & h->mask].position;
+    for (evsd_stream_state *w = h->all_list, *next; w; w = next) {
+        next = w->cnext;
+        if (last >= w->next_pos) hub_resume(h, w);
+    }
+    for (evsd_stream_state *w = h->filtered_list, *next; w; w = next) {
+        next = w->cnext;
+        if (ring_has_news(h, w)) hub_resume(h, w);
+    }
+    if (!h->nstream_waiting) return;
+    for (uint64_t q = from; q < h->end; q++) {
+        const ring_entry *e = &h->slots[q & h->mask];
+        for (evsd_stream_state *w = h->buckets[e->shash & (h->nbuckets - 1)], *next; w; w = next) {
+            next = w->cnext;
+            if (w->shash != e->shash || w->stream_len != e->stream_len || e->position < w->next_pos ||
+                memcmp(w->stream, E_STREAM(e), w->stream_len) != 0)
+                continue;
+            if (entry_wanted(w, e)) {
+                /* everything before e was looked at on its behalf */
+                w->next_pos = e->position;
+                w->seq = q;
+                hub_resume(h, w);
+            } else {
+                entry_seen(w, e);
+                w->seq = q + 1;
+            }
+        }
+    }
+}
+
+/* Resume the watchers whose heartbeat is due. A ring watcher woken for it
+ * has seen every entry so far (dispatch told it of each): its cursor moves to
+ * the ring's end, so that it does not look through entries, or fall off the
+ * ring, for nothing. */
+static void hub_heartbeats(evsd_hub *h, uint64_t now)
+{
+    int current = h->dispatched == h->end && !h->failed;
+    uint64_t t = atomic_load(&h->through);
+    while (h->nheap && h->heap[0]->next_heartbeat <= now) {
+        evsd_stream_state *w = h->heap[0];
+        if (w->on_ring && current) {
+            if (t >= w->next_pos) w->next_pos = t + 1;
+            w->seq = h->end;
+        }
+        hub_resume(h, w);
+    }
 }
 
 static int entry_encode(const evs_event *ev, ring_entry *e)
@@ -525,6 +712,7 @@ static int entry_encode(const evs_event *ev, ring_entry *e)
     e->type_len = (uint16_t)ev->type_len;
     e->head_len = (uint16_t)hl;
     e->line_len = (uint32_t)(jl + 1);
+    e->shash = name_hash(ev->stream, ev->stream_len);
     memcpy(p, ev->stream, ev->stream_len);
     p += ev->stream_len;
     memcpy(p, ev->type, ev->type_len);
@@ -569,6 +757,7 @@ static void ring_restart(evsd_hub *h, uint64_t pos)
     pthread_rwlock_wrlock(&h->rw);
     for (; h->tail < h->end; h->tail++) entry_free(&h->slots[h->tail & h->mask]);
     h->bytes = 0;
+    h->skipped = 1;
     h->start_pos = pos + 1;
     atomic_store(&h->through, pos);
     pthread_rwlock_unlock(&h->rw);
@@ -576,64 +765,71 @@ static void ring_restart(evsd_hub *h, uint64_t pos)
     atomic_store_explicit(&h->srv->metrics.watch_ring_bytes, 0, memory_order_relaxed);
 }
 
-static void ring_failed(evsd_hub *h, int rc)
+/* Tell suspended watchers about what was just published. */
+static void dispatch_locked(evsd_hub *h)
 {
-    evsd_log(EVS_LOG_ERROR, "watch ring: cannot read the new events: %s (%s); watchers read the store",
-             evs_strerror(rc), evs_errname(rc));
-    pthread_rwlock_wrlock(&h->rw);
-    h->failed = 1;
-    pthread_rwlock_unlock(&h->rw);
+    pthread_mutex_lock(&h->mu);
+    hub_dispatch(h);
+    pthread_mutex_unlock(&h->mu);
 }
 
 /* Encode what committed since the ring's end, up to the position seen now
- * (at least). Hub thread. */
+ * (at least), and dispatch it. It is published in chunks of at most half
+ * the ring, each dispatched before the next is published, so that no entry
+ * leaves the ring before the suspended watchers were told of it. Hub thread. */
 static void ring_fill(evsd_hub *h)
 {
     evs_store *store = h->srv->store;
     uint64_t pos = evs_position(store);
     uint64_t through = atomic_load(&h->through);
-    if (h->failed || pos <= through) return;
+    if (h->failed || pos <= through) {
+        dispatch_locked(h);
+        return;
+    }
     if (atomic_load(&h->followers) == 0) {
         /* nobody to encode for: the ring starts again where the log is */
         ring_restart(h, pos);
+        dispatch_locked(h);
         return;
-    }
-    if (pos - through > h->mask + 1) {
-        /* far behind (a large batch): encode only what the ring can hold;
-         * watchers before it read the store */
-        ring_restart(h, pos - (h->mask + 1));
     }
     int rc;
     if (!h->it) {
         evs_read_options ro;
         evs_read_options_init(&ro);
-        ro.from = atomic_load(&h->through) + 1;
-        if ((rc = evs_iter_open(store, &ro, &h->it)) != 0) {
-            ring_failed(h, rc);
-            return;
-        }
+        ro.from = through + 1;
+        if ((rc = evs_iter_open(store, &ro, &h->it)) != 0) goto failed;
     }
     ring_entry batch[HUB_PUBLISH_EVERY];
-    size_t n = 0;
+    size_t n = 0, bytes = 0, max_n = HUB_PUBLISH_EVERY < (h->mask + 1) / 2 ? HUB_PUBLISH_EVERY : (h->mask + 1) / 2;
     uint64_t last = 0;
     while (last < pos) {
         const evs_event *ev = NULL;
         if ((rc = evs_iter_next(h->it, &ev)) == 0 && !ev) break;  /* the rest up to pos: system events */
         if (rc == 0 && (rc = entry_encode(ev, &batch[n])) == 0) {
             last = ev->position;
+            bytes += E_SIZE(&batch[n]);
             n++;
         }
         if (rc) {
             for (size_t i = 0; i < n; i++) entry_free(&batch[i]);
-            ring_failed(h, rc);
-            return;
+            goto failed;
         }
-        if (n == HUB_PUBLISH_EVERY) {
+        if (n == max_n || bytes >= h->max_bytes / 2) {
             ring_publish(h, batch, n, last);
-            n = 0;
+            dispatch_locked(h);
+            n = bytes = 0;
         }
     }
     ring_publish(h, batch, n, last > pos ? last : pos);
+    dispatch_locked(h);
+    return;
+failed:
+    evsd_log(EVS_LOG_ERROR, "watch ring: cannot read the new events: %s (%s); watchers read the store",
+             evs_strerror(rc), evs_errname(rc));
+    pthread_rwlock_wrlock(&h->rw);
+    h->failed = 1;
+    pthread_rwlock_unlock(&h->rw);
+    dispatch_locked(h);
 }
 
 static void *hub_main(void *arg)
@@ -643,7 +839,7 @@ static void *hub_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&h->mu);
         int stop = h->stop;
-        uint64_t seen = h->seen, due = h->next_due;
+        uint64_t seen = h->seen, due = h->nheap ? h->heap[0]->next_heartbeat : UINT64_MAX;
         pthread_mutex_unlock(&h->mu);
         if (stop) break;
         uint64_t now = evsd_now_ns();
@@ -653,18 +849,11 @@ static void *hub_main(void *arg)
         uint64_t now_pos = seen;
         int rc = timeout ? evs_wait(srv->store, seen + 1, timeout, &now_pos) : 0;
         if (!timeout) now_pos = evs_position(srv->store);
-        if (now_pos > seen) {
-            ring_fill(h);
-            pthread_mutex_lock(&h->mu);
-            h->seen = now_pos;
-            hub_wake(h, 1, evsd_now_ns());
-            pthread_mutex_unlock(&h->mu);
-        } else {
-            now = evsd_now_ns();
-            pthread_mutex_lock(&h->mu);
-            if (now >= h->next_due) hub_wake(h, 0, now);
-            pthread_mutex_unlock(&h->mu);
-        }
+        if (now_pos > seen) ring_fill(h);  /* and tells the watchers */
+        pthread_mutex_lock(&h->mu);
+        if (now_pos > seen) h->seen = now_pos;
+        hub_heartbeats(h, evsd_now_ns());
+        pthread_mutex_unlock(&h->mu);
         if (rc == EVS_ECLOSED) {
             /* the store failed: no more commits; keep serving heartbeats slowly */
             struct timespec ts = {0, HUB_TICK_MS * 1000000L};
@@ -672,7 +861,7 @@ static void *hub_main(void *arg)
         }
     }
     pthread_mutex_lock(&h->mu);
-    hub_wake(h, 0, UINT64_MAX);  /* h->stop: everyone */
+    while (h->nheap) hub_resume(h, h->heap[h->nheap - 1]);  /* h->stop: everyone */
     pthread_mutex_unlock(&h->mu);
     return NULL;
 }
@@ -698,7 +887,13 @@ int evsd_hub_start(evsd_server *srv)
     }
     h->mask = slots - 1;
     h->max_bytes = srv->cfg.watch_buffer;
-    h->next_due = UINT64_MAX;
+    h->nbuckets = 1024;
+    h->buckets = calloc(h->nbuckets, sizeof *h->buckets);
+    if (!h->buckets) {
+        free(h->slots);
+        free(h);
+        return -ENOMEM;
+    }
     h->seen = evs_position(srv->store);
     atomic_init(&h->through, h->seen);
     h->start_pos = h->seen + 1;
@@ -726,6 +921,8 @@ void evsd_hub_free(evsd_server *srv)
     evs_iter_close(h->it);
     for (; h->tail < h->end; h->tail++) entry_free(&h->slots[h->tail & h->mask]);
     free(h->slots);
+    free(h->buckets);
+    free(h->heap);
     pthread_rwlock_destroy(&h->rw);
     pthread_mutex_destroy(&h->mu);
     free(h);

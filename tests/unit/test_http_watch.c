@@ -702,6 +702,81 @@ static void t_slow_watcher_leaves_and_rejoins_the_ring(void **state)
     ht_server_stop(s);
 }
 
+/* Watchers of quiet streams while the ring turns over many times with other
+ * streams' events: they are not woken for those, yet keep their place (no
+ * fallback to the store), get their heartbeats, and each gets its own
+ * stream's event when it comes (half of them woken by nothing else). */
+static void t_quiet_stream_watchers(void **state)
+{
+    ht_server *s = *state;
+    ht_server_stop(s);
+    s->args[s->nargs++] = "--watch-buffer";
+    s->args[s->nargs++] = "64K";
+    ht_server_start(s);
+    enum { N = 100, NOISE = 5000, BATCH = 100 };
+    raise_nofile(N + 64);
+    ht_stream *w = calloc(N, sizeof *w);
+    char path[96];
+    for (int i = 0; i < N; i++) {
+        /* even ones get heartbeats (which move them to the ring's end), odd ones
+         * are woken only by their stream's event */
+        snprintf(path, sizeof path, "/streams/quiet%%2F%d?watch=true&heartbeat=%d", i, i % 2 ? 3600 : 1);
+        open_watch(s, path, i % 5 == 4 ? "Accept: text/event-stream\r\n" : NULL, &w[i]);
+    }
+    wait_watchers(s, N);
+    /* 5,000 events (~1 MB) of another stream: the 64 KiB ring turns over */
+    static char body[BATCH * 200];
+    for (int done = 0; done < NOISE; done += BATCH) {
+        size_t len = 0;
+        body[len++] = '[';
+        for (int k = 0; k < BATCH; k++)
+            len += (size_t)snprintf(body + len, sizeof body - len, "%s{\"type\":\"Noise\",\"data\":{\"pad\":\"%0150d\"}}", k ? "," : "", 0);
+        body[len++] = ']';
+        body[len] = 0;
+        json_decref(ht_append_ok(s, "/streams/noise", body, "noise"));
+    }
+    /* the even ones got only heartbeats so far (one each at least, within ~1 s) */
+    for (int i = 0; i < N; i += 2) {
+        char *line = NULL;
+        size_t n;
+        int rc = ht_stream_line(&w[i], 5000, &line, &n);
+        if (rc != 1 || (n != 0 && line[0] != ':'))
+            fail_msg("quiet watcher %d: expected only a heartbeat, got %s", i, rc == 1 ? line : ht_errname(rc));
+    }
+    /* then each quiet stream gets one event, in reverse order */
+    for (int i = N - 1; i >= 0; i--) {
+        snprintf(path, sizeof path, "/streams/quiet%%2F%d", i);
+        json_decref(ht_append_ok(s, path, "{\"type\":\"Finally\"}", "quiet stream append"));
+    }
+    for (int i = 0; i < N; i++) {
+        char what[64], want[32];
+        snprintf(what, sizeof what, "quiet watcher %d", i);
+        snprintf(want, sizeof want, "quiet/%d", i);
+        json_t *j;
+        if (i % 5 == 4) {
+            sse_event e;
+            next_sse(&w[i], &e, NULL, what);
+            if (!e.data) fail_msg("%s: expected an event with data", what);
+            j = ht_json(e.data, strlen(e.data), what);
+            free(e.data);
+        } else {
+            j = next_event(&w[i], NULL, what);
+        }
+        if (strcmp(ht_jstr(j, "stream", what), want) || ht_jint(j, "version", what) != 1 ||
+            ht_jint(j, "position", what) != NOISE + N - i)
+            fail_msg("%s: expected %s v1 at position %d, got %s v%" PRId64 " at %" PRId64, what, want, NOISE + N - i,
+                     ht_jstr(j, "stream", what), ht_jint(j, "version", what), ht_jint(j, "position", what));
+        json_decref(j);
+    }
+    uint64_t fallbacks = metric(s, "evstore_watch_fallbacks_total");
+    if (fallbacks != 0)
+        fail_msg("watchers of quiet streams should keep their place on the ring while it turns over; %" PRIu64 " fell back to the store",
+                 fallbacks);
+    for (int i = 0; i < N; i++) ht_stream_close(&w[i]);
+    free(w);
+    ht_server_stop(s);
+}
+
 /* Idle watchers cost no CPU: with many watches open on a quiet store (and
  * heartbeats an hour apart), the server's CPU time over a quiet period is
  * next to nothing. Then one event reaches every one of them. */
@@ -762,6 +837,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_never_reading_watcher, setup, teardown),
         cmocka_unit_test_setup_teardown(t_thousand_watchers, setup, teardown),
         cmocka_unit_test_setup_teardown(t_slow_watcher_leaves_and_rejoins_the_ring, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_quiet_stream_watchers, setup, teardown),
         cmocka_unit_test_setup_teardown(t_idle_watchers_cost_nothing, setup, teardown),
     };
     return cmocka_run_group_tests_name("http_watch", tests, NULL, NULL);
