@@ -2,7 +2,8 @@
  * server.h — what the parts of evstored share: the server object, the
  * per-request context, and the helpers routes use to answer.
  *
- * Threads: libmicrohttpd runs `threads` epoll worker threads; every handler
+ * Threads: `threads` libmicrohttpd daemons, each one epoll thread with its own
+ * listening socket on the same port (SO_REUSEPORT); every handler
  * and content reader runs on one of them and must never block on the disk's
  * fsync. Appends suspend their connection and are resumed by the store's
  * writer thread (evs_append_async). Watch responses suspend when they have
@@ -28,7 +29,8 @@ typedef struct evsd_hub evsd_hub;
 typedef struct evsd_server {
     evsd_config cfg;                 /* settings */
     evs_store *store;                /* the engine */
-    struct MHD_Daemon *daemon;       /* libmicrohttpd */
+    struct MHD_Daemon *daemons[64];  /* libmicrohttpd: one single-threaded daemon per --threads */
+    unsigned ndaemons;
     evsd_hub *hub;                   /* wakes suspended watchers */
     evsd_metrics metrics;            /* counters and histograms for /metrics */
     int64_t started_us;              /* for uptime */
