@@ -114,6 +114,12 @@ enum MHD_Result evsd_route_metrics(evsd_req *r)
     counter(&s, "evstore_segments", "gauge", "Segment files.", st.segments);
     counter(&s, "evstore_bytes", "gauge", "Bytes of segment files.", st.bytes);
     counter(&s, "evstore_watchers", "gauge", "Open watch responses.", atomic_load(&m->watchers));
+    counter(&s, "evstore_watch_ring_events", "gauge", "Committed events held encoded in the watch ring.",
+            atomic_load(&m->watch_ring_events));
+    counter(&s, "evstore_watch_ring_bytes", "gauge", "Bytes of the watch ring's encoded events.",
+            atomic_load(&m->watch_ring_bytes));
+    counter(&s, "evstore_watch_fallbacks_total", "counter",
+            "Times a watcher fell behind the watch ring and continued from the store.", atomic_load(&m->watch_fallbacks));
     counter(&s, "evstore_connections", "gauge", "Open HTTP connections.", atomic_load(&m->connections));
     counter(&s, "evstore_failed", "gauge", "1 when the store has failed (fail-stop).", (uint64_t)st.failed);
     evsd_str_addf(&s, "# HELP evstore_http_responses_total HTTP responses by status class.\n"

@@ -36,6 +36,7 @@ static const opt_def options[] = {
     {"heartbeat", OPT_UINT, "seconds between watch heartbeats (default 10)"},
     {"threads", OPT_UINT, "HTTP worker threads (default 2)"},
     {"idle-timeout", OPT_UINT, "seconds before an idle connection is closed (default 60)"},
+    {"watch-buffer", OPT_SIZE, "recent events kept encoded for watchers (default 16M)"},
 };
 #define NOPTS (sizeof options / sizeof options[0])
 
@@ -165,6 +166,9 @@ static int apply(evsd_config *c, const opt_def *o, const char *v)
     } else if (!strcmp(f, "idle-timeout")) {
         if (n < 1 || n > 86400) return bad(f, v, "must be 1-86400 seconds");
         c->idle_timeout = (unsigned)n;
+    } else if (!strcmp(f, "watch-buffer")) {
+        if (n < (64u << 10) || n > (4ull << 30)) return bad(f, v, "must be between 64K and 4G");
+        c->watch_buffer = n;
     }
     return 0;
 }
@@ -193,6 +197,7 @@ int evsd_config_parse(evsd_config *c, int argc, char **argv)
     c->heartbeat_default = 10;
     c->threads = 2;
     c->idle_timeout = 60;
+    c->watch_buffer = 16u << 20;
     /* the environment first, so that flags win */
     for (size_t i = 0; i < NOPTS; i++) {
         char env[64] = "EVSTORE_";

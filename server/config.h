@@ -30,6 +30,7 @@ typedef struct evsd_config {
     unsigned heartbeat_default;  /* seconds between watch heartbeats unless ?heartbeat= */
     unsigned threads;            /* HTTP worker threads */
     unsigned idle_timeout;       /* seconds before an idle connection is closed */
+    uint64_t watch_buffer;       /* bytes of encoded events the watch ring keeps */
 } evsd_config;
 
 /* Parse argv and the environment into cfg. On a bad value prints one clear

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "server.h"
 
@@ -430,6 +431,22 @@ char *evsd_read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* Is the address free? A plain bind (SO_REUSEADDR, so that connections of a
+ * previous run in TIME_WAIT do not count, but not SO_REUSEPORT): it fails
+ * when another socket listens there, which the daemons' own SO_REUSEPORT
+ * would otherwise join silently. */
+static int address_free(const struct sockaddr *sa, socklen_t sl)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1, rc = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, sa, sl) != 0) rc = -errno;
+    close(fd);
+    return rc;
+}
+
 int evsd_http_start(evsd_server *srv)
 {
     struct sockaddr_storage ss;
@@ -456,7 +473,12 @@ int evsd_http_start(evsd_server *srv)
         evsd_log(EVS_LOG_ERROR, "cannot listen on '%s': give a numeric IPv4 or IPv6 address", srv->cfg.listen_host);
         return -1;
     }
-    (void)sl;
+    int rc = address_free((struct sockaddr *)&ss, sl);
+    if (rc) {
+        evsd_log(EVS_LOG_ERROR, "cannot listen on %s:%u: %s", srv->cfg.listen_host, srv->cfg.listen_port,
+                 rc == -EADDRINUSE ? "the address is already in use (another server is listening there)" : strerror(-rc));
+        return -1;
+    }
     char *cert = NULL, *key = NULL;
     size_t certlen = 0, keylen = 0;
     if (srv->cfg.tls_cert) {
@@ -475,24 +497,36 @@ int evsd_http_start(evsd_server *srv)
         {key ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, key},
         {MHD_OPTION_END, 0, NULL},
     };
-    srv->daemon = MHD_start_daemon(
-        flags, srv->cfg.listen_port, accept_policy, srv, handler, srv,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.threads,
-        MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections + EVSD_OVERFLOW_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-        MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
-        MHD_OPTION_NOTIFY_CONNECTION, connection_event, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv,
-        MHD_OPTION_ARRAY, tls_opts,
-        MHD_OPTION_END);
+    /* One single-threaded daemon per thread, each with its own listening
+     * socket on the port (SO_REUSEPORT): the kernel spreads new connections
+     * over them evenly, instead of the threads of one daemon racing to
+     * accept on a shared socket. Each may hold every connection (the 503
+     * over --max-connections counts them all). */
+    unsigned n = srv->cfg.threads ? srv->cfg.threads : 1;
+    if (n > sizeof srv->daemons / sizeof srv->daemons[0]) n = sizeof srv->daemons / sizeof srv->daemons[0];
+    for (srv->ndaemons = 0; srv->ndaemons < n; srv->ndaemons++) {
+        struct MHD_Daemon *d = MHD_start_daemon(
+            flags, srv->cfg.listen_port, accept_policy, srv, handler, srv,
+            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+            MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections + EVSD_OVERFLOW_CONNECTIONS,
+            MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+            MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
+            MHD_OPTION_NOTIFY_CONNECTION, connection_event, srv,
+            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+            MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv,
+            MHD_OPTION_ARRAY, tls_opts,
+            MHD_OPTION_END);
+        if (!d) break;
+        srv->daemons[srv->ndaemons] = d;
+    }
     free(cert);
     free(key);
-    if (!srv->daemon) {
+    if (srv->ndaemons < n) {
         evsd_log(EVS_LOG_ERROR, "cannot listen on %s:%u (address in use, or not allowed?)", srv->cfg.listen_host,
                  srv->cfg.listen_port);
+        evsd_http_stop(srv);
         return -1;
     }
     return 0;
@@ -500,8 +534,8 @@ int evsd_http_start(evsd_server *srv)
 
 void evsd_http_stop(evsd_server *srv)
 {
-    if (srv->daemon) MHD_stop_daemon(srv->daemon);
-    srv->daemon = NULL;
+    for (unsigned i = 0; i < srv->ndaemons; i++) MHD_stop_daemon(srv->daemons[i]);
+    srv->ndaemons = 0;
 }
 
 /* Stop taking new connections while the drain runs. MHD_quiesce_daemon is
@@ -513,4 +547,3 @@ void evsd_http_quiesce(evsd_server *srv)
 {
     atomic_store(&srv->stopping, 1);
 }
-

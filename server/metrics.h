@@ -18,6 +18,9 @@ typedef struct evsd_metrics {
     _Atomic uint64_t read_requests;
     _Atomic uint64_t events_served;                  /* events written to responses */
     _Atomic uint64_t watchers;                       /* open watch responses (gauge) */
+    _Atomic uint64_t watch_ring_events;              /* events in the watch ring (gauge) */
+    _Atomic uint64_t watch_ring_bytes;               /* their encoded bytes (gauge) */
+    _Atomic uint64_t watch_fallbacks;                /* watchers that fell behind the ring and read the store */
     _Atomic uint64_t connections;                    /* open connections (gauge) */
     _Atomic uint64_t status[6];                      /* responses by class: [1]=1xx ... [5]=5xx */
 } evsd_metrics;

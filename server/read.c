@@ -4,9 +4,11 @@
  * Answers stream out of the store through a content-reader callback: one
  * event is formatted at a time into a small buffer, so an answer of any size
  * never sits in memory. With watch=true the response stays open: when the
- * iterator is dry the callback suspends the connection (watch.c resumes it
- * on the next commit or when a heartbeat is due). A slow client only makes
- * libmicrohttpd call the callback less often: the store is its buffer.
+ * iterator is dry the answer follows the hub's ring of encoded events, and
+ * suspends when there is nothing new (watch.c resumes it on a commit it
+ * wants or when a heartbeat is due). A slow client only makes libmicrohttpd
+ * call the callback less often; one that falls behind the ring reads the
+ * store again.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -160,14 +162,17 @@ enum MHD_Result evsd_route_read(evsd_req *r, const char *stream)
     }
     evs_iter *it = NULL;
     int rc = evs_iter_open(srv->store, &ro, &it);
-    free_types(&tl);
+    if (rc) free_types(&tl);
     if (rc == EVS_ENOTFOUND) return evsd_error(r, 404, "stream_not_found", "stream '%s' has no events", stream);
     if (rc) return evsd_store_error(r, rc, "read");
     atomic_fetch_add_explicit(&srv->metrics.read_requests, 1, memory_order_relaxed);
     evsd_stream_state *w = evsd_stream_new(srv, r->conn, it, watch, sse, has_limit ? limit : UINT64_MAX,
                                            heartbeat * 1000000000ull);
-    if (!w) { evs_iter_close(it); return MHD_NO; }
+    if (!w) { evs_iter_close(it); free_types(&tl); return MHD_NO; }
     evsd_stream_skip_through(w, skip_through);
+    rc = evsd_stream_follow(w, &ro);  /* a watch: onto the ring once caught up */
+    free_types(&tl);
+    if (rc != 0) { evsd_stream_free(w); return MHD_NO; }
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader, w, stream_free);
     if (!resp) { evsd_stream_free(w); return MHD_NO; }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, sse ? "text/event-stream" : "application/x-ndjson");

@@ -2,11 +2,13 @@
  * server.h — what the parts of evstored share: the server object, the
  * per-request context, and the helpers routes use to answer.
  *
- * Threads: libmicrohttpd runs `threads` epoll worker threads; every handler
+ * Threads: `threads` libmicrohttpd daemons, each one epoll thread with its own
+ * listening socket on the same port (SO_REUSEPORT); every handler
  * and content reader runs on one of them and must never block on the disk's
  * fsync. Appends suspend their connection and are resumed by the store's
  * writer thread (evs_append_async). Watch responses suspend when they have
- * nothing to send and are resumed by the watch hub thread (watch.c).
+ * nothing to send and are resumed by the watch hub thread, which also
+ * encodes each committed event once into a ring they copy from (watch.c).
  */
 #ifndef EVSD_SERVER_H
 #define EVSD_SERVER_H
@@ -27,7 +29,8 @@ typedef struct evsd_hub evsd_hub;
 typedef struct evsd_server {
     evsd_config cfg;                 /* settings */
     evs_store *store;                /* the engine */
-    struct MHD_Daemon *daemon;       /* libmicrohttpd */
+    struct MHD_Daemon *daemons[64];  /* libmicrohttpd: one single-threaded daemon per --threads */
+    unsigned ndaemons;
     evsd_hub *hub;                   /* wakes suspended watchers */
     evsd_metrics metrics;            /* counters and histograms for /metrics */
     int64_t started_us;              /* for uptime */
@@ -127,12 +130,6 @@ void evsd_job_free(evsd_req *r);                                       /* reques
 typedef struct evsd_stream_state evsd_stream_state;
 int evsd_hub_start(evsd_server *srv);
 void evsd_hub_stop(evsd_server *srv);   /* resumes every watcher; they end their responses */
-/* Called by a content reader with the hub's lock NOT held: suspend conn
- * unless the store moved past seen_position (then returns 0 and the caller
- * reads again). Returns 1 when suspended. */
-int evsd_hub_suspend(evsd_server *srv, evsd_stream_state *w, struct MHD_Connection *conn,
-                     uint64_t seen_position, uint64_t heartbeat_due_ns);
-void evsd_hub_forget(evsd_server *srv, evsd_stream_state *w);
 void evsd_hub_free(evsd_server *srv);
 
 /* ---- the daemon (http.c) ---- */

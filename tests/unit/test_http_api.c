@@ -914,6 +914,74 @@ static void t_bad_flags(void **state)
         fail_msg("EVSTORE_MAX_BODY_SIZE=lots: expected a refusal naming the variable; exit %d, log:\n%s", code, ht_log_tail(s, 300));
 }
 
+/* Start evstored (w's data directory and log) on an explicit port and
+ * expect it to refuse: its exit status. */
+static int start_expect_refusal_on(ht_server *w, uint16_t port)
+{
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%u", (unsigned)port);
+    const char *argv[] = {w->bin, "--data", w->data, "--listen", listen, NULL};
+    int logfd = open(w->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (logfd < 0) fail_msg("open %s: %s", w->log, strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        execv(w->bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(logfd);
+    int status = 0;
+    if (!ht_wait_exit(pid, HT_ASAN ? 30000 : 10000, &status)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("evstored on port %u, which is taken, should refuse to start; it kept running; log:\n%s", (unsigned)port,
+                 ht_log_tail(w, 1500));
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* A port already taken is refused with a clear message, also when the other
+ * listener uses SO_REUSEPORT (as evstored's own listening sockets do: one per
+ * thread), and the server already there keeps every connection. */
+static void t_port_in_use(void **state)
+{
+    ht_server *s = *state;
+    json_decref(ht_append_ok(s, "/streams/here", "{\"type\":\"A\"}", "append to the first server"));
+    ht_server w2;
+    ht_server_init(&w2, NULL);
+    int code = start_expect_refusal_on(&w2, s->port);
+    const char *tail = ht_log_tail(&w2, 600);
+    if (code == 0 || !strstr(tail, "cannot listen") || !strstr(tail, "already in use"))
+        fail_msg("a second evstored on the port of a running one: expected a non-zero exit and \"cannot listen ... already in use\"; "
+                 "exit %d, log:\n%s", code, tail);
+    /* every new connection still reaches the first server */
+    for (int i = 0; i < 20; i++) {
+        if (ht_position(s) != 1) fail_msg("after the refused second server, connection %d did not reach the first server", i);
+    }
+    /* another program listening with SO_REUSEPORT */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 8) != 0) fail_msg("bind/listen: %s", strerror(errno));
+    socklen_t al = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    code = start_expect_refusal_on(&w2, ntohs(a.sin_port));
+    tail = ht_log_tail(&w2, 600);
+    close(fd);
+    if (code == 0 || !strstr(tail, "already in use"))
+        fail_msg("evstored on a port another program listens on (with SO_REUSEPORT): expected a refusal naming it; exit %d, log:\n%s",
+                 code, tail);
+    ht_server_free(&w2);
+    ht_server_stop(s);
+}
+
 int main(void)
 {
     ht_init();
@@ -932,6 +1000,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_fsync_policy_in_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(t_read_only_follower, setup, teardown),
         cmocka_unit_test_setup_teardown(t_bad_flags, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_port_in_use, setup, teardown),
         cmocka_unit_test_setup_teardown(t_stream_name_nul, setup, teardown),
     };
     return cmocka_run_group_tests_name("http_api", tests, NULL, NULL) ? 1 : 0;

@@ -30,6 +30,18 @@ static int teardown(void **state)
 
 #define WAIT_MS (HT_ASAN ? 15000 : 8000)
 
+/* Sanitized servers (ASan, TSan) are slower and bigger: fewer connections. */
+#if defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED HT_ASAN
+#endif
+
 /* The next non-empty line of a JSON Lines watch, parsed; counts heartbeats. */
 static json_t *next_event(ht_stream *st, int *heartbeats, const char *what)
 {
@@ -307,6 +319,110 @@ static void t_watchers_and_sigterm(void **state)
     }
 }
 
+
+/* ------------------------------------------------------ shared helpers */
+
+#include <sys/resource.h>
+
+/* Room for n more descriptors in this process (watchers are sockets). */
+static void raise_nofile(rlim_t n)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) fail_msg("getrlimit: %s", strerror(errno));
+    if (rl.rlim_cur >= n + 64) return;
+    rl.rlim_cur = n + 64 < rl.rlim_max ? n + 64 : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < n + 64)
+        skip();  /* the hard limit is too low for this many connections here */
+}
+
+/* A number from /metrics (0 if absent). */
+static uint64_t metric(ht_server *s, const char *name)
+{
+    ht_resp r;
+    int st = ht_get(s, "/metrics", &r);
+    if (st != 200) fail_msg("GET /metrics: expected 200, got %d", st);
+    uint64_t v = 0;
+    size_t nl = strlen(name);
+    for (const char *p = r.body; p && *p;) {
+        if (!strncmp(p, name, nl) && p[nl] == ' ') { v = strtoull(p + nl + 1, NULL, 10); break; }
+        const char *e = strchr(p, '\n');
+        p = e ? e + 1 : NULL;
+    }
+    ht_resp_free(&r);
+    return v;
+}
+
+/* Wait (bounded) until /stats counts `n` open watchers. */
+static void wait_watchers(ht_server *s, uint64_t n)
+{
+    int64_t deadline = ht_now_ms() + HT_TIMEOUT_MS;
+    uint64_t got = 0;
+    for (;;) {
+        ht_resp r;
+        if (ht_get(s, "/stats", &r) == 200) {
+            json_t *j = ht_json(r.body, r.len, "/stats");
+            got = (uint64_t)ht_jint(j, "watchers", "/stats");
+            json_decref(j);
+        }
+        ht_resp_free(&r);
+        if (got == n) return;
+        if (ht_now_ms() > deadline) fail_msg("expected /stats to count %" PRIu64 " watchers, it counts %" PRIu64, n, got);
+        ht_sleep_ms(10);
+    }
+}
+
+/* A watch request sent on a socket with a tiny receive buffer that is then
+ * not read: the server's side fills at once. */
+static int stuck_watch_open(ht_server *s, const char *path, const char *headers)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(s->port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) fail_msg("connect: %s", strerror(errno));
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n", path, headers ? headers : "");
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) fail_msg("send: %s", strerror(errno));
+    return fd;
+}
+
+/* The stuck watcher starts reading: its answer as a stream. */
+static void stuck_watch_attach(int fd, ht_stream *st, const char *what)
+{
+    memset(st, 0, sizeof *st);
+    st->fd = fd;
+    st->rd.fd = fd;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    int hr = ht_read_head(&st->rd, ht_now_ms() + WAIT_MS, &st->head);
+    if (hr != 1 || st->head.status != 200) fail_msg("%s: expected a 200 head when it finally reads, got %s", what, ht_errname(hr));
+    char te[64];
+    st->chunked = ht_header(st->head.head, "Transfer-Encoding", te, sizeof te) && strstr(te, "chunked");
+}
+
+/* CPU time (user + system, all threads) of a process so far, in ms. */
+static uint64_t proc_cpu_ms(pid_t pid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("open %s: %s", path, strerror(errno));
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');  /* the command name may hold spaces */
+    if (!p) fail_msg("%s: unexpected format", path);
+    unsigned long long utime = 0, stime = 0;
+    /* after ") ": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+        fail_msg("%s: cannot read utime/stime", path);
+    return (utime + stime) * 1000u / (uint64_t)sysconf(_SC_CLK_TCK);
+}
+
 /* ---------------------------------------- a watcher that never reads */
 
 #define SLOW_BATCH 500
@@ -344,17 +460,7 @@ static void t_never_reading_watcher(void **state)
     uint64_t rss_base = ht_proc_kb(s->pid, "VmRSS:");
     /* A watcher that sends its request and never reads, with a tiny receive
      * buffer so the server's side fills at once. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(s->port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) fail_msg("connect: %s", strerror(errno));
-    const char *req = "GET /events?watch=true&from=1 HTTP/1.1\r\nHost: x\r\n\r\n";
-    if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req)) fail_msg("send: %s", strerror(errno));
+    int fd = stuck_watch_open(s, "/events?watch=true&from=1", NULL);
     /* and a watcher that reads, from the current end */
     char path[96];
     snprintf(path, sizeof path, "/events?watch=true&from=%d", SLOW_EVENTS + 1);
@@ -402,14 +508,7 @@ static void t_never_reading_watcher(void **state)
     ht_stream_close(&live);
     /* now the stuck watcher reads: it catches up from the store, in order */
     ht_stream st;
-    memset(&st, 0, sizeof st);
-    st.fd = fd;
-    st.rd.fd = fd;
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    int hr = ht_read_head(&st.rd, ht_now_ms() + WAIT_MS, &st.head);
-    if (hr != 1 || st.head.status != 200) fail_msg("stuck watcher: expected a 200 head when it finally reads, got %s", ht_errname(hr));
-    char te[64];
-    st.chunked = ht_header(st.head.head, "Transfer-Encoding", te, sizeof te) && strstr(te, "chunked");
+    stuck_watch_attach(fd, &st, "stuck watcher");
     int64_t expect = 1;
     while (expect <= total) {
         char *line = NULL;
@@ -427,6 +526,305 @@ static void t_never_reading_watcher(void **state)
     ht_server_stop(s);
 }
 
+
+/* ------------------------------------------------------- many watchers */
+
+/* Event k (1..) of the fan-out tests: its stream and type. */
+static const char *fan_stream(int k) { return k % 2 ? "fan/a" : "fan/b"; }
+static const char *fan_type(int k) { return k % 3 == 0 ? "B" : "A"; }
+
+/* Append events first..last (positions, on a fresh store) in one request. */
+static void fan_append(ht_server *s, int first, int last)
+{
+    static char body[1 << 16];
+    size_t len = 0;
+    body[len++] = '[';
+    for (int k = first; k <= last; k++)
+        len += (size_t)snprintf(body + len, sizeof body - len, "%s{\"stream\":\"%s\",\"type\":\"%s\",\"data\":{\"k\":%d}}",
+                                k > first ? "," : "", fan_stream(k), fan_type(k), k);
+    body[len++] = ']';
+    body[len] = 0;
+    json_t *j = ht_append_ok(s, "/events", body, "fan-out append");
+    json_decref(j);
+}
+
+/* Watcher i's kind: 0 everything, 1 the stream fan/a, 2 type B under the
+ * prefix fan/, 3 everything as Server-Sent Events. */
+static const char *fan_path(int i)
+{
+    static const char *const p[] = {"/events?watch=true", "/streams/fan%2Fa?watch=true",
+                                    "/events?watch=true&type=B&stream_prefix=fan/", "/events?watch=true"};
+    return p[i % 4];
+}
+
+static int fan_wants(int i, int k)
+{
+    switch (i % 4) {
+    case 1: return k % 2 == 1;
+    case 2: return k % 3 == 0;
+    default: return 1;
+    }
+}
+
+/* Watcher i must get exactly its events among 1..upto, in order. */
+static void fan_expect(ht_stream *st, int i, int from, int upto)
+{
+    char what[96];
+    for (int k = from; k <= upto; k++) {
+        if (!fan_wants(i, k)) continue;
+        snprintf(what, sizeof what, "watcher %d (%s%s), event %d", i, fan_path(i), i % 4 == 3 ? ", SSE" : "", k);
+        json_t *j;
+        if (i % 4 == 3) {
+            sse_event e;
+            next_sse(st, &e, NULL, what);
+            if (!e.data || atoi(e.id) != k || strcmp(e.event, fan_type(k)) != 0)
+                fail_msg("%s: expected id: %d, event: %s, got id: %s, event: %s", what, k, fan_type(k), e.id, e.event);
+            j = ht_json(e.data, strlen(e.data), what);
+            free(e.data);
+        } else {
+            j = next_event(st, NULL, what);
+        }
+        if (ht_jint(j, "position", what) != k || strcmp(ht_jstr(j, "stream", what), fan_stream(k)) ||
+            strcmp(ht_jstr(j, "type", what), fan_type(k)))
+            fail_msg("%s: expected position %d (%s, %s), got position %" PRId64 " (%s, %s): lost, duplicated or reordered", what, k,
+                     fan_stream(k), fan_type(k), ht_jint(j, "position", what), ht_jstr(j, "stream", what), ht_jstr(j, "type", what));
+        json_decref(j);
+    }
+}
+
+/* 1,000 watchers of four kinds (global, one stream, filtered, SSE): half
+ * opened before anything is written (they live on the ring from the start),
+ * half after 20 events (they read those from the store, then join the ring);
+ * each gets exactly its events, in order. */
+static void t_thousand_watchers(void **state)
+{
+    ht_server *s = *state;
+    enum { N = 1000, HALF = 20, ALL = 40 };
+    raise_nofile(N + 64);
+    ht_stream *w = calloc(N, sizeof *w);
+    for (int i = 0; i < N / 2; i++) open_watch(s, fan_path(i), i % 4 == 3 ? "Accept: text/event-stream\r\n" : NULL, &w[i]);
+    for (int k = 1; k <= HALF; k += 5) fan_append(s, k, k + 4);
+    for (int i = N / 2; i < N; i++) open_watch(s, fan_path(i), i % 4 == 3 ? "Accept: text/event-stream\r\n" : NULL, &w[i]);
+    for (int k = HALF + 1; k <= ALL; k += 10) fan_append(s, k, k + 9);
+    fan_append(s, ALL + 1, ALL + 1); /* single-event commits too */
+    fan_append(s, ALL + 2, ALL + 2);
+    for (int i = 0; i < N; i++) fan_expect(&w[i], i, 1, ALL + 2);
+    /* the events were encoded once for all of them: the ring holds them */
+    uint64_t ring = metric(s, "evstore_watch_ring_events");
+    if (ring < 1) fail_msg("expected the watch ring to hold the recent events with %d watchers, it holds %" PRIu64, N, ring);
+    print_message("1,000 watchers: every event in order; ring holds %" PRIu64 " events (%" PRIu64 " bytes), %" PRIu64 " fallbacks\n",
+                  ring, metric(s, "evstore_watch_ring_bytes"), metric(s, "evstore_watch_fallbacks_total"));
+    for (int i = 0; i < N; i++) ht_stream_close(&w[i]);
+    free(w);
+    ht_server_stop(s);
+}
+
+/* A watcher that falls behind the ring (a 256 KiB ring, 30,000 events,
+ * ~15 MB, it does not read) continues from the store when it reads again, without losing,
+ * repeating or reordering anything, then rejoins the ring; meanwhile a watcher
+ * that reads gets each batch as it commits. Two slow ones: a stream watch
+ * with a type filter (it resumes by stream version) and an SSE watch of a
+ * prefix (by position). */
+static void t_slow_watcher_leaves_and_rejoins_the_ring(void **state)
+{
+    ht_server *s = *state;
+    ht_server_stop(s);
+    s->args[s->nargs++] = "--watch-buffer";
+    s->args[s->nargs++] = "256K";
+    ht_server_start(s);
+    /* Batches of 100 (~70 KB encoded) fit the ring: the reading watcher,
+     * which reads each one before the next is written, never falls off. The
+     * kernel takes up to 4 MB (tcp_wmem) for a client that does not read:
+     * the slow stream watcher (a third of the events) must be sent more. */
+    enum { BATCH = 100, TOTAL = 30000, MORE = 6 };
+    ht_stream live;
+    open_watch(s, "/events?watch=true", NULL, &live);
+    int fd1 = stuck_watch_open(s, "/streams/fan%2Fa?watch=true&type=A", NULL);
+    int fd2 = stuck_watch_open(s, "/events?watch=true&stream_prefix=fan/", "Accept: text/event-stream\r\n");
+    wait_watchers(s, 3);
+    static char body[BATCH * 520];
+    int64_t worst_ms = 0;
+    for (int first = 1; first <= TOTAL; first += BATCH) {
+        size_t len = 0;
+        body[len++] = '[';
+        for (int k = first; k < first + BATCH; k++)
+            len += (size_t)snprintf(body + len, sizeof body - len, "%s{\"stream\":\"%s\",\"type\":\"%s\",\"data\":{\"k\":%d,\"pad\":\"%0400d\"}}",
+                                    k > first ? "," : "", fan_stream(k), fan_type(k), k, 0);
+        body[len++] = ']';
+        body[len] = 0;
+        json_decref(ht_append_ok(s, "/events", body, "bulk append"));
+        int64_t t0 = ht_now_ms();
+        for (int k = first; k < first + BATCH; k++) {
+            char what[64];
+            snprintf(what, sizeof what, "live watcher, event %d", k);
+            json_t *j = next_event(&live, NULL, what);
+            if (ht_jint(j, "position", what) != k) fail_msg("%s: got position %" PRId64, what, ht_jint(j, "position", what));
+            json_decref(j);
+        }
+        int64_t took = ht_now_ms() - t0;
+        if (took > worst_ms) worst_ms = took;
+    }
+    /* now they read: from the store, then the ring again for what follows */
+    ht_stream slow1, slow2;
+    stuck_watch_attach(fd1, &slow1, "slow stream watcher");
+    stuck_watch_attach(fd2, &slow2, "slow SSE watcher");
+    /* kind 1 is fan/a; with type=A it is the odd k that are not multiples of 3 */
+    for (int k = 1; k <= TOTAL; k++) {
+        if (k % 2 == 0 || k % 3 == 0) continue;
+        char what[64];
+        snprintf(what, sizeof what, "slow stream watcher, event %d", k);
+        json_t *j = next_event(&slow1, NULL, what);
+        if (ht_jint(j, "position", what) != k || ht_jint(j, "version", what) != (k + 1) / 2)
+            fail_msg("%s: expected position %d (version %d), got position %" PRId64 " (version %" PRId64 "): lost, repeated or reordered",
+                     what, k, (k + 1) / 2, ht_jint(j, "position", what), ht_jint(j, "version", what));
+        json_decref(j);
+    }
+    fan_expect(&slow2, 3, 1, TOTAL);
+    uint64_t fallbacks = metric(s, "evstore_watch_fallbacks_total");
+    if (fallbacks < 2)
+        fail_msg("expected both slow watchers to have fallen behind the 256 KiB ring and read the store; fallbacks counted: %" PRIu64,
+                 fallbacks);
+    /* caught up: live again, all three */
+    for (int k = TOTAL + 1; k <= TOTAL + MORE; k++) fan_append(s, k, k);
+    fan_expect(&live, 0, TOTAL + 1, TOTAL + MORE);
+    for (int k = TOTAL + 1; k <= TOTAL + MORE; k++) {
+        if (k % 2 == 0 || k % 3 == 0) continue;
+        json_t *j = next_event(&slow1, NULL, "slow stream watcher, live again");
+        if (ht_jint(j, "position", "") != k) fail_msg("slow stream watcher, live again: expected position %d, got %" PRId64, k, ht_jint(j, "position", ""));
+        json_decref(j);
+    }
+    fan_expect(&slow2, 3, TOTAL + 1, TOTAL + MORE);
+    print_message("slow watchers: %d events, %" PRIu64 " fallbacks to the store, the reading watcher's slowest batch of %d took %" PRId64 " ms\n",
+                  TOTAL, fallbacks, BATCH, worst_ms);
+    ht_stream_close(&slow1);
+    ht_stream_close(&slow2);
+    ht_stream_close(&live);
+    ht_server_stop(s);
+}
+
+/* Watchers of quiet streams while the ring turns over many times with other
+ * streams' events: they are not woken for those, yet keep their place (no
+ * fallback to the store), get their heartbeats, and each gets its own
+ * stream's event when it comes (half of them woken by nothing else). */
+static void t_quiet_stream_watchers(void **state)
+{
+    ht_server *s = *state;
+    ht_server_stop(s);
+    s->args[s->nargs++] = "--watch-buffer";
+    s->args[s->nargs++] = "64K";
+    ht_server_start(s);
+    enum { N = 100, NOISE = 5000, BATCH = 100 };
+    raise_nofile(N + 64);
+    ht_stream *w = calloc(N, sizeof *w);
+    char path[96];
+    for (int i = 0; i < N; i++) {
+        /* even ones get heartbeats (which move them to the ring's end), odd ones
+         * are woken only by their stream's event */
+        snprintf(path, sizeof path, "/streams/quiet%%2F%d?watch=true&heartbeat=%d", i, i % 2 ? 3600 : 1);
+        open_watch(s, path, i % 5 == 4 ? "Accept: text/event-stream\r\n" : NULL, &w[i]);
+    }
+    wait_watchers(s, N);
+    /* 5,000 events (~1 MB) of another stream: the 64 KiB ring turns over */
+    static char body[BATCH * 200];
+    for (int done = 0; done < NOISE; done += BATCH) {
+        size_t len = 0;
+        body[len++] = '[';
+        for (int k = 0; k < BATCH; k++)
+            len += (size_t)snprintf(body + len, sizeof body - len, "%s{\"type\":\"Noise\",\"data\":{\"pad\":\"%0150d\"}}", k ? "," : "", 0);
+        body[len++] = ']';
+        body[len] = 0;
+        json_decref(ht_append_ok(s, "/streams/noise", body, "noise"));
+    }
+    /* the even ones got only heartbeats so far (one each at least, within ~1 s) */
+    for (int i = 0; i < N; i += 2) {
+        char *line = NULL;
+        size_t n;
+        int rc = ht_stream_line(&w[i], 5000, &line, &n);
+        if (rc != 1 || (n != 0 && line[0] != ':'))
+            fail_msg("quiet watcher %d: expected only a heartbeat, got %s", i, rc == 1 ? line : ht_errname(rc));
+    }
+    /* then each quiet stream gets one event, in reverse order */
+    for (int i = N - 1; i >= 0; i--) {
+        snprintf(path, sizeof path, "/streams/quiet%%2F%d", i);
+        json_decref(ht_append_ok(s, path, "{\"type\":\"Finally\"}", "quiet stream append"));
+    }
+    for (int i = 0; i < N; i++) {
+        char what[64], want[32];
+        snprintf(what, sizeof what, "quiet watcher %d", i);
+        snprintf(want, sizeof want, "quiet/%d", i);
+        json_t *j;
+        if (i % 5 == 4) {
+            sse_event e;
+            next_sse(&w[i], &e, NULL, what);
+            if (!e.data) fail_msg("%s: expected an event with data", what);
+            j = ht_json(e.data, strlen(e.data), what);
+            free(e.data);
+        } else {
+            j = next_event(&w[i], NULL, what);
+        }
+        if (strcmp(ht_jstr(j, "stream", what), want) || ht_jint(j, "version", what) != 1 ||
+            ht_jint(j, "position", what) != NOISE + N - i)
+            fail_msg("%s: expected %s v1 at position %d, got %s v%" PRId64 " at %" PRId64, what, want, NOISE + N - i,
+                     ht_jstr(j, "stream", what), ht_jint(j, "version", what), ht_jint(j, "position", what));
+        json_decref(j);
+    }
+    uint64_t fallbacks = metric(s, "evstore_watch_fallbacks_total");
+    if (fallbacks != 0)
+        fail_msg("watchers of quiet streams should keep their place on the ring while it turns over; %" PRIu64 " fell back to the store",
+                 fallbacks);
+    for (int i = 0; i < N; i++) ht_stream_close(&w[i]);
+    free(w);
+    ht_server_stop(s);
+}
+
+/* Idle watchers cost no CPU: with many watches open on a quiet store (and
+ * heartbeats an hour apart), the server's CPU time over a quiet period is
+ * next to nothing. Then one event reaches every one of them. */
+static void t_idle_watchers_cost_nothing(void **state)
+{
+    ht_server *s = *state;
+    enum { N = SANITIZED ? 2000 : 10000 };
+    raise_nofile(N + 64);
+    ht_server_stop(s);
+    s->args[s->nargs++] = "--max-connections";
+    s->args[s->nargs++] = "10100";
+    ht_server_start(s);
+    fan_append(s, 1, 1);
+    ht_stream *w = calloc(N, sizeof *w);
+    for (int i = 0; i < N; i++) {
+        int status = ht_stream_open(s, i % 2 ? "/events?watch=true&from=2&heartbeat=3600" : "/streams/fan%2Fb?watch=true&heartbeat=3600",
+                                    NULL, &w[i]);
+        if (status != 200) fail_msg("idle watcher %d: expected 200, got %d (%s)", i, status, ht_errname(w[i].head.err));
+    }
+    wait_watchers(s, N);
+    ht_sleep_ms(300); /* let the last ones settle into suspension */
+    uint64_t c0 = proc_cpu_ms(s->pid);
+    int64_t t0 = ht_now_ms();
+    ht_sleep_ms(3000); /* the period measured: nothing happens */
+    uint64_t used = proc_cpu_ms(s->pid) - c0;
+    int64_t period = ht_now_ms() - t0;
+    print_message("%d idle watchers: the server used %" PRIu64 " ms of CPU in %" PRId64 " ms\n", N, used, period);
+    /* a clock tick is 10 ms: allow a few, and ASan's own threads */
+    uint64_t limit = SANITIZED ? 150 : 50;
+    if (used > limit)
+        fail_msg("%d idle watchers: the server used %" PRIu64 " ms of CPU over %" PRId64 " ms of quiet; expected at most %" PRIu64 " ms",
+                 N, used, period, limit);
+    /* one event (of fan/b: every watcher wants it), delivered to all */
+    uint64_t c1 = proc_cpu_ms(s->pid);
+    fan_append(s, 2, 2);
+    for (int i = 0; i < N; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "idle watcher %d, the event after the quiet", i);
+        json_t *j = next_event(&w[i], NULL, what);
+        if (ht_jint(j, "position", what) != 2) fail_msg("%s: expected position 2, got %" PRId64, what, ht_jint(j, "position", what));
+        json_decref(j);
+    }
+    print_message("one event to %d watchers: %" PRIu64 " ms of server CPU\n", N, proc_cpu_ms(s->pid) - c1);
+    for (int i = 0; i < N; i++) ht_stream_close(&w[i]);
+    free(w);
+    ht_server_stop(s);
+}
+
 int main(void)
 {
     ht_init();
@@ -437,6 +835,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_watch_sse, setup, teardown),
         cmocka_unit_test_setup_teardown(t_watchers_and_sigterm, setup, teardown),
         cmocka_unit_test_setup_teardown(t_never_reading_watcher, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_thousand_watchers, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_slow_watcher_leaves_and_rejoins_the_ring, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_quiet_stream_watchers, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_idle_watchers_cost_nothing, setup, teardown),
     };
     return cmocka_run_group_tests_name("http_watch", tests, NULL, NULL);
 }
