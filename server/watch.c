@@ -61,6 +61,7 @@ evsd_stream_state *evsd_stream_new(evsd_server *srv, struct MHD_Connection *conn
     w->heartbeat_ns = heartbeat_ns;
     w->next_heartbeat = evsd_now_ns() + heartbeat_ns;
     if (watch) atomic_fetch_add(&srv->metrics.watchers, 1);
+    atomic_fetch_add(&srv->streams_open, 1);
     return w;
 }
 
@@ -73,6 +74,7 @@ void evsd_stream_free(evsd_stream_state *w)
     if (w->watch) atomic_fetch_sub(&w->srv->metrics.watchers, 1);
     evs_iter_close(w->it);
     evsd_str_free(&w->buf);
+    atomic_fetch_sub(&w->srv->streams_open, 1);  /* last: main.c's drain waits for it */
     free(w);
 }
 
@@ -108,7 +110,12 @@ ssize_t evsd_stream_fill(evsd_stream_state *w, char *out, size_t max)
             n += k;
             if (n == max) return (ssize_t)n;
         }
-        if (atomic_load(&srv->stopping) || w->sent >= w->limit)
+        /* At shutdown a watch ends (cleanly: the client resumes from its last
+         * position elsewhere); a plain read does not: ending it early would
+         * look like the end of the log. It runs to its end while main.c
+         * drains, or is cut without its last chunk, which clients see as an
+         * error. */
+        if ((w->watch && atomic_load(&srv->stopping)) || w->sent >= w->limit)
             return n ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
         uint64_t seen = evs_position(srv->store);
         const evs_event *ev = NULL;
