@@ -31,7 +31,9 @@
  *      reads, gets by id, the stream list, /health) check contiguity, whole
  *      batches at the end of the log and read-your-acknowledgements;
  *    - kill cycle: SIGKILL at a random moment once some appends were
- *      acknowledged; clean cycle: stop the writers, wait until every watcher
+ *      acknowledged; in a quarter of them SIGTERM first and the SIGKILL
+ *      0-150 ms into the shutdown (what was acknowledged while draining
+ *      survives; what was refused with 503 left nothing); clean cycle: stop the writers, wait until every watcher
  *      has seen everything (deadline: a commit never delivered fails it),
  *      SIGTERM with the readers still reading (exit 0; watches end with
  *      their last chunk; a read is whole or fails, never short), restart,
@@ -196,8 +198,8 @@ static size_t obs_cap;
 
 /* run statistics */
 static struct {
-    uint64_t rounds, kills, recovery_kills, clean, events_verified, verifications;
-    uint64_t acked_batches, acked_events, rejected_version, rejected_cond, unknown;
+    uint64_t rounds, kills, term_kills, recovery_kills, clean, events_verified, verifications;
+    uint64_t acked_batches, acked_events, rejected_version, rejected_cond, rejected_stopping, unknown;
     uint64_t retry_landed_before, retry_landed_now, retry_refused, replays;
     _Atomic uint64_t lost_conn;
     _Atomic uint64_t watch_lines, read_lines, reads;
@@ -998,6 +1000,13 @@ static void *writer_main(void *arg)
         } else if (st == 409) {
             if (take_conflict(b, &r, why, sizeof why) != 0) ts_fail("writer %d, POST %s: %s", w->idx, path, why);
             b->status = B_REJECTED;
+        } else if (st == 503 && atomic_load(&RS.terminating) && strstr(r.body, "\"unavailable\"")) {
+            b->status = B_REJECTED; /* refused while shutting down: must have written nothing */
+            b->conflict = 3;
+        } else if (st == 0 && atomic_load(&RS.terminating)) {
+            b->status = B_UNKNOWN; /* shutting down: retried after the restart */
+            ht_resp_free(&r);
+            break;
         } else if (st == 0) {
             b->status = B_UNKNOWN;
             if (!atomic_load(&RS.killing)) {
@@ -1097,7 +1106,7 @@ static void *watcher_main(void *arg)
         }
         if (rc <= 0) {
             wt->end_rc = rc;
-            if (!atomic_load(&RS.stop) && !atomic_load(&RS.killing))
+            if (!atomic_load(&RS.stop) && !atomic_load(&RS.killing) && !atomic_load(&RS.terminating))
                 ts_fail("watcher %d: GET %s ended while the server was up (%s)", wt->idx, path, rc ? ht_errname(rc) : "end of body");
             break;
         }
@@ -1414,7 +1423,8 @@ static uint64_t verify_all(const char *when)
                         " version %" PRIu64 " time %s",
                         when, e->id, e->position, e->version, e->time, pos, li.version, li.time);
             if (b->status == B_REJECTED)
-                ts_fail("%s: id %s (position %" PRIu64 ") belongs to a batch that was refused with 409", when, e->id, pos);
+                ts_fail("%s: id %s (position %" PRIu64 ") belongs to a batch that was refused (%s)", when, e->id, pos,
+                        b->conflict == 3 ? "503 while stopping" : "409");
             if (b->status == B_UNSENT) ts_fail("%s: id %s was never sent", when, e->id);
             if (!expectation_met(expectation_of(b, in.idx), li.version)) {
                 char t[32];
@@ -1830,7 +1840,10 @@ static void run_round(uint64_t *r)
              "--fsync %s --segment-size %s --threads %s; %d writers, %d watchers, %d readers, %d streams, %d kills, data on %s (%s)",
              RS.a_fsync, RS.a_seg, RS.a_threads, RS.nwriters, RS.nwatchers, RS.nreaders, RS.nstreams, RS.kills,
              RS.disk ? "disk" : "tmpfs", RS.srv.dir);
-    note("round %" PRIu64 " (round seed %" PRIu64 "): %s", RS.round, RS.rseed, RS.desc);
+    fprintf(stderr, "round %" PRIu64 " (round seed %" PRIu64 "; replay: %s --seed %" PRIu64 " --first-round %" PRIu64
+            " --rounds 1): --fsync %s --segment-size %s --threads %s, %d writers, %d watchers, %d readers, %d streams, %d kills, %s\n",
+            RS.round, RS.rseed, RS.argv0, RS.seed, RS.round, RS.a_fsync, RS.a_seg, RS.a_threads, RS.nwriters, RS.nwatchers,
+            RS.nreaders, RS.nstreams, RS.kills, RS.disk ? "disk" : "tmpfs");
 
     int loaded_end = (int)evs_test_rand_range(r, 0, 1); /* half the rounds end with a loaded clean cycle */
     for (RS.cycle = 0; RS.cycle <= RS.kills; RS.cycle++) {
@@ -1860,9 +1873,27 @@ static void run_round(uint64_t *r)
         unsigned delay_ms = evs_test_rand_range(r, 0, 4) == 0 ? 0 : (unsigned)evs_test_rand_range(r, 1, final ? 100 : 400);
         ht_sleep_ms((int)delay_ms); /* when to kill, not synchronisation */
         if (!final) {
-            atomic_store(&RS.killing, 1);
             server_alive();
-            ht_server_kill9(&RS.srv);
+            unsigned term_ms = 0;
+            int term_first = evs_test_rand_range(r, 0, 3) == 0;
+            if (term_first) { /* SIGTERM under load, SIGKILL part-way through the shutdown */
+                term_ms = (unsigned)evs_test_rand_range(r, 0, 150);
+                atomic_store(&RS.terminating, 1);
+                kill(RS.srv.pid, SIGTERM);
+                ht_sleep_ms((int)term_ms); /* when to kill, not synchronisation */
+                ST.term_kills++;
+            }
+            atomic_store(&RS.killing, 1);
+            kill(RS.srv.pid, SIGKILL);
+            int wst = 0;
+            waitpid(RS.srv.pid, &wst, 0);
+            RS.srv.pid = 0;
+            if (!(WIFSIGNALED(wst) && WTERMSIG(wst) == SIGKILL) && !(term_first && WIFEXITED(wst) && WEXITSTATUS(wst) == 0)) {
+                char how[64];
+                ht_describe_status(wst, how, sizeof how);
+                ts_fail("evstored ended with %s%s", how, term_first ? " after SIGTERM (expected exit 0 or the SIGKILL)" : "");
+            }
+            if (term_first) note("SIGTERM under load, then SIGKILL %u ms later (%s)", term_ms, WIFEXITED(wst) ? "it had exited 0" : "killed");
             ST.kills++;
             join_writers();
             join_others();
@@ -1904,7 +1935,8 @@ static void run_round(uint64_t *r)
         for (size_t k = 0; k < RS.w[wi].nb; k++) {
             batch *b = RS.w[wi].b[k];
             if (b->status == B_ACKED) ST.acked_batches++, ST.acked_events += b->n;
-            if (b->status == B_REJECTED) b->conflict == 1 ? ST.rejected_version++ : ST.rejected_cond++;
+            if (b->status == B_REJECTED && b->conflict <= 2) b->conflict == 1 ? ST.rejected_version++ : ST.rejected_cond++;
+            if (b->status == B_REJECTED && b->conflict == 3) ST.rejected_stopping++;
         }
     evs_test_rmtree(RS.srv.dir);
     free_round();
@@ -1940,22 +1972,20 @@ int main(int argc, char **argv)
         RS.round = round;
         RS.rseed = evs_test_rand(&r);
         r = RS.rseed;
-        if (isatty(2) && !verbose)
-            fprintf(stderr, "round %" PRIu64 " (%.0fs): %" PRIu64 " kills, %" PRIu64 " events verified\r", round, tc_now() - t0,
-                    ST.kills, ST.events_verified);
         run_round(&r);
         ST.rounds++;
     }
     evs_test_rmtree(RS.root_fast);
     evs_test_rmtree(RS.root_disk);
     fprintf(stderr,
-            "\ntorture_server: %" PRIu64 " rounds in %.0fs: %" PRIu64 " kill -9 under load, %" PRIu64 " kills during start, %" PRIu64
-            " clean SIGTERM restarts; %" PRIu64 " verifications, %" PRIu64 " events verified (largest log %" PRIu64 "); %" PRIu64
-            " batches (%" PRIu64 " events) acknowledged; 409: %" PRIu64 " expected-version, %" PRIu64 " condition; %" PRIu64
+            "\ntorture_server: %" PRIu64 " rounds in %.0fs: %" PRIu64 " kill -9 under load (%" PRIu64 " of them during a SIGTERM), %" PRIu64
+            " kills during start, %" PRIu64 " clean SIGTERM restarts; %" PRIu64 " verifications, %" PRIu64 " events verified (largest log %" PRIu64
+            "); %" PRIu64 " batches (%" PRIu64 " events) acknowledged; 409: %" PRIu64 " expected-version, %" PRIu64 " condition; %" PRIu64
+            " refused (503) while stopping; %" PRIu64
             " unacknowledged batches retried (%" PRIu64 " had landed, %" PRIu64 " landed on retry, %" PRIu64 " refused); %" PRIu64
             " replays; %" PRIu64 " watched lines, %" PRIu64 " reads (%" PRIu64 " lines); seed %" PRIu64 ": OK\n",
-            ST.rounds, tc_now() - t0, ST.kills, ST.recovery_kills, ST.clean, ST.verifications, ST.events_verified, ST.max_log,
-            ST.acked_batches, ST.acked_events, ST.rejected_version, ST.rejected_cond, ST.unknown, ST.retry_landed_before,
+            ST.rounds, tc_now() - t0, ST.kills, ST.term_kills, ST.recovery_kills, ST.clean, ST.verifications, ST.events_verified, ST.max_log,
+            ST.acked_batches, ST.acked_events, ST.rejected_version, ST.rejected_cond, ST.rejected_stopping, ST.unknown, ST.retry_landed_before,
             ST.retry_landed_now, ST.retry_refused, ST.replays, (uint64_t)atomic_load(&ST.watch_lines),
             (uint64_t)atomic_load(&ST.reads), (uint64_t)atomic_load(&ST.read_lines), RS.seed);
     return 0;
