@@ -180,16 +180,23 @@ static int locate(evs_store *s, const ckpt *ck, uint64_t pos, size_t *segi, uint
 
 /* Damage in the last segment at offset `off` (expected position `pos`): is
  * it the torn end of the final write, or corruption inside the log? A torn
- * final write can only be followed by more records of that same write. So if
- * a valid record carrying COMMIT lies beyond the damage AND another valid
- * record follows that append, the damage is not at the end: refuse rather
- * than silently cut acknowledged appends (EXAMPLES §3: after a bad checksum,
- * never trust the length; a bad record that is not the tail is corruption). */
+ * final write can only be followed by more records of that same write, but
+ * any of them: a power cut may keep any of its 512-byte sectors, and one
+ * group commit writes several appends, so whole appends of the same write
+ * can follow the damage. Every write carries its own commit time (writer.c):
+ * valid records of two different times beyond the damage mean a later write
+ * followed it, so the damage is not at the end: refuse rather than silently
+ * cut acknowledged appends (EXAMPLES §3: after a bad checksum, never trust
+ * the length; a bad record that is not the tail is corruption). (This used
+ * to ask for a COMMIT record followed by another record, which a torn
+ * group of several appends also shows: a plain power cut made the store
+ * refuse to open.) */
 static int damage_is_inside_the_log(evs_store *s, evs_segment *g, uint64_t off, uint64_t fsize, uint64_t pos)
 {
     evs_buf win = {0};
-    uint64_t win_off = 0, commit_pos = 0;
-    int seen_commit = 0, inside = 0;
+    uint64_t win_off = 0;
+    int64_t first_time = 0;
+    int seen = 0, inside = 0;
     for (uint64_t o = off + 8; o + EVS_REC_MIN_SIZE <= fsize && !inside;) {
         if (o < win_off || o + EVS_REC_HDR_SIZE > win_off + win.len) {
             size_t got = 0;
@@ -208,10 +215,11 @@ static int damage_is_inside_the_log(evs_store *s, evs_segment *g, uint64_t off, 
             o += 8;
             continue;
         }
-        if (seen_commit && rec.position > commit_pos) inside = 1;
-        if (rec.flags & EVS_REC_COMMIT) {
-            seen_commit = 1;
-            commit_pos = rec.position;
+        if (!seen) {
+            seen = 1;
+            first_time = rec.time_us;
+        } else if (rec.time_us != first_time) {
+            inside = 1;
         }
         o += rec.size;
     }

@@ -101,6 +101,15 @@ typedef struct group {
 
 enum { STAGE_DONE = 1, STAGE_NEED_FLUSH = 2, STAGE_NEED_ROLL = 3 };
 
+/* The commit time of the group about to be staged: now, and always after the
+ * previous group's, so every write of the log carries its own time (recovery
+ * tells a torn final write from damage followed by later writes by it). */
+static void group_time(evs_store *s, group *g)
+{
+    int64_t now = evs__now_us();
+    s->last_time_us = g->time_us = now > s->last_time_us ? now : s->last_time_us + 1;
+}
+
 static void complete(evs_store *s, evs_req *r, int rc)
 {
     if (r->cb) {  /* asynchronous: hand over the outcome, then the request is ours to free */
@@ -589,6 +598,7 @@ out:
     if (rc) rc = atomic_load(&s->failed) ? EVS_EFATAL : rc;
     finish_group(s, g, rc);
     g->next_pos = atomic_load(&s->committed) + 1;
+    group_time(s, g);  /* what is staged next goes into another write */
     return rc;
 }
 
@@ -692,8 +702,7 @@ static void *writer_main(void *arg)
         int closing = s->closing;
         pthread_mutex_unlock(&s->q_mu);
 
-        int64_t now = evs__now_us();
-        s->last_time_us = g.time_us = now > s->last_time_us ? now : s->last_time_us;
+        group_time(s, &g);
         g.next_pos = atomic_load(&s->committed) + 1;
         while (list) {
             evs_req *r = list;

@@ -303,6 +303,7 @@ typedef struct tc_rec {
     uint32_t size;      /* total_len */
     uint64_t position;  /* position field */
     int commit;         /* COMMIT flag */
+    int64_t time_us;    /* commit time: one per write (group commit) */
     uint32_t body;      /* 72 + S + T + D + M: padding runs from body to size - 8 */
 } tc_rec;
 
@@ -350,6 +351,7 @@ static TC_UNUSED tc_seg tc_walk(const char *dir, const char *name)
         r->size = total;
         r->position = tc_get64(p + off + 32);
         r->commit = p[off + 5] & 1;
+        r->time_us = (int64_t)tc_get64(p + off + 48);
         r->body = 72u + p[off + 6] + p[off + 7] + tc_get32(p + off + 12) + tc_get32(p + off + 16);
         off += total;
     }

@@ -127,13 +127,13 @@ static uint64_t pos_of(size_t k) { return (uint64_t)k + 1; }
 /* The last position whose batch's COMMIT record ends at or before `end` in
  * segment g (the previous segment's last position if none). */
 /* Does damage in record ri of the last segment lie inside the log rather
- * than at its torn end? The engine's rule: a valid COMMIT record after the
- * damage, followed by yet another record (a torn final write is followed
- * only by records of that same write). */
+ * than at its torn end? The engine's rule: valid records of two different
+ * commit times after the damage (a torn final write is followed only by
+ * records of that same write, and every write has its own commit time). */
 static int damage_inside_log(const tc_seg *g, size_t ri)
 {
-    for (size_t j = ri + 1; j < g->n; j++)
-        if (g->r[j].commit) return j + 1 < g->n;
+    for (size_t j = ri + 2; j < g->n; j++)
+        if (g->r[j].time_us != g->r[ri + 1].time_us) return 1;
     return 0;
 }
 
