@@ -37,13 +37,28 @@ run: build
 	@if [ -x $(BUILD)/evstored ]; then exec $(BUILD)/evstored --data $(DATA) --listen 127.0.0.1:2114; \
 	else echo "evstored is not built yet (the HTTP server is issue #3); the CLI works: $(BUILD)/evstore --data $(DATA) ..."; exit 1; fi
 
-# Crash torture: TORTURE_MINUTES of random power cuts (simulated, through the
-# fault-injecting I/O layer), I/O error injection and kill -9 rounds, each
-# checked for every acknowledged event, contiguity and whole batches. A
-# failing round prints the seed and round to replay it.
+# Crash torture, TORTURE_MINUTES in all (default 10): a third for the engine,
+# two thirds for the server (its rounds are about 15 times longer):
+#  1. torture_engine: random power cuts (simulated, through the fault-injecting
+#     I/O layer), I/O error injection and kill -9 rounds of a library writer;
+#  2. torture_server: the real evstored under concurrent HTTP writers, watchers
+#     and readers, SIGKILLed at random moments, restarted and checked;
+#  3. then the full-size load and abuse run (EVS_ABUSE_SCALE=10 test_abuse,
+#     about a minute more).
+# Each check covers every acknowledged event, contiguity and whole batches. A
+# failing round prints its seed and the command that replays it.
+# TORTURE_ROUNDS=N bounds each torture to N rounds as well; TORTURE_SEED=S
+# replays a run (docs/RELIABILITY.md).
 TORTURE_MINUTES ?= 10
+TORTURE_ROUNDS  ?=
+TORTURE_SEED    ?=
+TORTURE_ARGS = $(if $(TORTURE_ROUNDS),--rounds $(TORTURE_ROUNDS)) $(if $(TORTURE_SEED),--seed $(TORTURE_SEED))
 torture: build
-	$(BUILD)/tests/torture_engine --seconds $$(( $(TORTURE_MINUTES) * 60 ))
+	@mkdir -p $(BUILD)/testtmp
+	$(BUILD)/tests/torture_engine --seconds $$(( $(TORTURE_MINUTES) * 20 )) $(TORTURE_ARGS)
+	EVS_BIN=$(CURDIR)/$(BUILD) EVS_TEST_TMP=$(CURDIR)/$(BUILD)/testtmp \
+	  $(BUILD)/tests/torture_server --seconds $$(( $(TORTURE_MINUTES) * 40 )) $(TORTURE_ARGS)
+	EVS_ABUSE_SCALE=10 EVS_BIN=$(CURDIR)/$(BUILD) EVS_TEST_TMP=$(CURDIR)/$(BUILD)/testtmp $(BUILD)/tests/test_abuse
 
 # Benchmarks print this machine's limits (fsync latency, sequential write
 # bandwidth) beside every figure; see docs/BENCHMARKS.md. BENCH_ARGS passes

@@ -118,11 +118,34 @@ static int find_member(const char *body, size_t len, const char *key, const char
     return 0;
 }
 
-/* {"events":[...],"condition":{"filter":{"types":[...],"stream_prefix":"..."},"after":P}} */
+/* {"events":[...],"condition":{"filter":{"types":[...],"stream_prefix":"..."},"after":P}}
+ *
+ * jansson checks the envelope, but not the events: it refuses numbers it
+ * cannot represent (1e400, 400-digit integers), which event data may hold
+ * and which evs_parse_events keeps byte for byte. So jansson reads a copy in
+ * which the events array is blanked to "[ ... ]" of the same length (its line
+ * breaks kept, everything else a space): byte offsets and lines of its errors
+ * stay those of the body. evs_parse_events checks the events text itself
+ * afterwards. Valid envelope + a valid array in the value's place = a valid
+ * body. */
 static int parse_envelope(evsd_req *r, const char **events, size_t *events_len, char *err, size_t errlen)
 {
     json_error_t je;
-    json_t *root = json_loadb(r->body.p, r->body.len, JSON_REJECT_DUPLICATES, &je);
+    const char *vs, *ve;
+    char *copy = NULL;
+    const char *text = r->body.p;
+    if (find_member(r->body.p, r->body.len, "events", &vs, &ve) && ve - vs >= 2 && *vs == '[' && ve[-1] == ']') {
+        if (!(copy = malloc(r->body.len ? r->body.len : 1))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        memcpy(copy, r->body.p, r->body.len);
+        for (size_t i = (size_t)(vs - r->body.p) + 1; i + 1 < (size_t)(ve - r->body.p); i++)
+            if (copy[i] != '\n') copy[i] = ' ';
+        text = copy;
+    }
+    json_t *root = json_loadb(text, r->body.len, JSON_REJECT_DUPLICATES, &je);
+    free(copy);
     int rc = -1;
     if (!root) {
         snprintf(err, errlen, "invalid JSON at byte %d (line %d, column %d): %s", je.position, je.line, je.column, je.text);
@@ -166,7 +189,6 @@ static int parse_envelope(evsd_req *r, const char **events, size_t *events_len, 
         r->cond.filter.stream_prefix = r->cond_prefix;
         r->cond.after = (uint64_t)json_integer_value(after);
     }
-    const char *vs, *ve;
     if (!json_is_array(json_object_get(root, "events")) || !find_member(r->body.p, r->body.len, "events", &vs, &ve)) {
         snprintf(err, errlen, "field \"events\" (an array of events) is required");
         goto out;
@@ -177,6 +199,33 @@ static int parse_envelope(evsd_req *r, const char **events, size_t *events_len, 
 out:
     json_decref(root);
     return rc;
+}
+
+/* evs_parse_events judged the events array of an envelope, which starts at
+ * `events` inside `body`: make the byte, line and column of its "invalid
+ * JSON" message those of the whole body (as for an error in the envelope). */
+static void shift_json_error(char *err, size_t errlen, const char *body, const char *events)
+{
+    int b, l, c, n = 0;
+    if (sscanf(err, "invalid JSON at byte %d (line %d, column %d):%n", &b, &l, &c, &n) != 3 || n == 0) return;
+    size_t off = (size_t)(events - body);
+    int lines = 0, col = 0;
+    for (size_t i = 0; i < off; i++) {
+        if (body[i] == '\n') { lines++; col = 0; }
+        else if (((unsigned char)body[i] & 0xC0) != 0x80) col++;  /* columns count characters, as jansson's */
+    }
+    char head[128];
+    int k = snprintf(head, sizeof head, "invalid JSON at byte %zu (line %d, column %d):", (size_t)b + off, l + lines,
+                     l == 1 ? c + col : c);
+    size_t rest = strlen(err + n);
+    if (k <= 0 || (size_t)k >= errlen) return;
+    if ((size_t)k + rest + 1 > errlen) {
+        rest = errlen - (size_t)k - 1;
+        while (rest && ((unsigned char)err[n + rest] & 0xC0) == 0x80) rest--;  /* never split a UTF-8 sequence */
+    }
+    memmove(err + k, err + n, rest);
+    memcpy(err, head, (size_t)k);
+    err[(size_t)k + rest] = 0;
 }
 
 static int is_ndjson(evsd_req *r)
@@ -224,6 +273,7 @@ enum MHD_Result evsd_route_append(evsd_req *r, const char *stream)
         }
     }
     int rc = evs_parse_events(events, events_len, shape, stream ? 0 : EVS_PARSE_MULTI_STREAM, &r->parsed, err, sizeof err);
+    if (rc && events != r->body.p) shift_json_error(err, sizeof err, r->body.p, events);
     if (rc)
         return evsd_error(r, 400, strstr(err, "invalid JSON") ? "invalid_json" : "invalid_event", "%s", err);
     size_t n;

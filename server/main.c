@@ -3,7 +3,8 @@
  *
  * Shutdown on SIGTERM/SIGINT: stop accepting connections, end watch
  * answers, let in-flight appends finish (they are acknowledged only after
- * their fsync), close the store (final sync and index checkpoint), exit 0.
+ * their fsync) and streamed answers finish (each bounded by 5 s), close the
+ * store (final sync and index checkpoint), exit 0.
  */
 #include <errno.h>
 #include <signal.h>
@@ -94,6 +95,14 @@ int main(int argc, char **argv)
         nanosleep(&d, NULL);
     }
     for (int i = 0; i < 6000 && atomic_load(&srv.inflight) > 0; i++) {  /* 30 s: a slow disk */
+        struct timespec d = {0, 5 * 1000000L};
+        nanosleep(&d, NULL);
+    }
+    /* streamed answers finish: watches send their last chunk, plain reads run
+     * to their end (bounded: a client that does not read, or a read of
+     * gigabytes, is cut by the daemon's stop, without the last chunk, so its
+     * client sees an error, never a short answer that looks whole) */
+    for (int i = 0; i < 1000 && atomic_load(&srv.streams_open) > 0; i++) {
         struct timespec d = {0, 5 * 1000000L};
         nanosleep(&d, NULL);
     }

@@ -37,6 +37,7 @@ typedef struct evsd_server {
     atomic_int stopping;             /* set by SIGTERM/SIGINT */
     atomic_int inflight;             /* appends queued to the writer, not yet answered */
     atomic_int in_handler;           /* libmicrohttpd threads inside the request handler now */
+    atomic_int streams_open;         /* streamed answers (reads, watches) not yet finished */
     struct evsd_auth *auth;          /* NULL when authentication is off */
 } evsd_server;
 

@@ -175,6 +175,7 @@ evsd_stream_state *evsd_stream_new(evsd_server *srv, struct MHD_Connection *conn
     w->heartbeat_ns = heartbeat_ns;
     w->next_heartbeat = evsd_now_ns() + heartbeat_ns;
     if (watch) atomic_fetch_add(&srv->metrics.watchers, 1);
+    atomic_fetch_add(&srv->streams_open, 1);
     return w;
 }
 
@@ -220,6 +221,7 @@ void evsd_stream_free(evsd_stream_state *w)
     for (size_t i = 0; i < w->ntypes; i++) free(w->types[i]);
     free(w->types);
     free(w->prefix);
+    atomic_fetch_sub(&w->srv->streams_open, 1);  /* last: main.c's drain waits for it */
     free(w);
 }
 
@@ -399,7 +401,12 @@ ssize_t evsd_stream_fill(evsd_stream_state *w, char *out, size_t max)
             if (n == max) return (ssize_t)n;
         }
         w->buf.len = w->off = 0;
-        if (atomic_load(&srv->stopping) || w->sent >= w->limit)
+        /* At shutdown a watch ends (cleanly: the client resumes from its last
+         * position elsewhere); a plain read does not: ending it early would
+         * look like the end of the log. It runs to its end while main.c
+         * drains, or is cut without its last chunk, which clients see as an
+         * error. */
+        if ((w->watch && atomic_load(&srv->stopping)) || w->sent >= w->limit)
             return n ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
         uint64_t seen = 0;
         if (w->on_ring) {

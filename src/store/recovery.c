@@ -6,7 +6,9 @@
  * RECOVERY ALGORITHM (also in docs/FORMAT.md)
  *  1. List "<20 digits>.seg" files; sort by base. A last segment whose header
  *     is incomplete and that holds no record is the trace of a crash while it
- *     was being created: it is deleted. Any other bad header is corruption.
+ *     was being created: it is deleted (a read-only open, which may race with
+ *     a writer creating it, opens without it and leaves it). Any other bad
+ *     header is corruption.
  *  2. Read checkpoint.idx (C = covered position). Open the offsets files, the
  *     id and stream indexes (each reports the position it covers) and the
  *     stream table. Anything missing or damaged: rebuild everything from
@@ -365,7 +367,7 @@ static int open_segments(evs_store *s, seg_list *l)
         evs_segment *g = NULL;
         seg_name(l->bases[i], name);
         rc = evs__seg_open(s, name, l->bases[i], last && !s->read_only, &g);
-        if (rc == EVS_ECORRUPT && last && !s->read_only && (i > 0 || l->n == 1)) {
+        if (rc == EVS_ECORRUPT && last && (i > 0 || (l->n == 1 && !s->read_only))) {
             /* a crash while the segment was being created leaves a short header and no records */
             uint64_t size = UINT64_MAX;
             evs_file *f = NULL;
@@ -373,6 +375,16 @@ static int open_segments(evs_store *s, seg_list *l)
                 s->vfs->open(s->vfs, path, EVS_O_RDONLY, &f) == 0) {
                 f->vfs->size(f, &size);
                 evs__fclose(f);
+            }
+            if (size <= EVS_SEG_HDR_SIZE && s->read_only) {
+                /* a writer in another process is creating it right now (the
+                 * file exists before its header is written), or crashed doing
+                 * so: a reader leaves it alone and opens without it, as
+                 * evs_refresh does; it is picked up once written */
+                evs__logf(&s->log, EVS_LOG_DEBUG, "%s: segment being created, opened without it", name);
+                l->n--;
+                rc = 0;
+                break;
             }
             if (size <= EVS_SEG_HDR_SIZE) {
                 char opath[4096], oname[48];

@@ -11,6 +11,11 @@
  * new committed position and wakes every request of the group: one fsync
  * acknowledges every append queued behind it.
  *
+ * A refusal (wrong expected version, failed condition) is answered at once
+ * when committed events decide it; when only events staged in the group do,
+ * the group is flushed first and the request judged again, so no refusal
+ * ever names an event that a crash or a failed sync then takes back.
+ *
  * A request whose records would cross the segment size flushes the group,
  * seals the segment and continues in a new one, so no append spans two
  * segments. Any failed write or sync puts the store in a failed state
@@ -102,6 +107,15 @@ typedef struct group {
 
 enum { STAGE_DONE = 1, STAGE_NEED_FLUSH = 2, STAGE_NEED_ROLL = 3 };
 
+/* The commit time of the group about to be staged: now, and always after the
+ * previous group's, so every write of the log carries its own time (recovery
+ * tells a torn final write from damage followed by later writes by it). */
+static void group_time(evs_store *s, group *g)
+{
+    int64_t now = evs__now_us();
+    s->last_time_us = g->time_us = now > s->last_time_us ? now : s->last_time_us + 1;
+}
+
 static void complete(evs_store *s, evs_req *r, int rc)
 {
     if (r->cb) {  /* asynchronous: hand over the outcome, then the request is ours to free */
@@ -164,31 +178,35 @@ static int filter_match(const evs_filter *f, const char *stream, size_t slen, co
     return 0;
 }
 
-/* Does any event after cond->after match the filter (committed or staged)? */
+/* Does any event after cond->after match the filter? 1: a committed one;
+ * 2: only one staged in this group (not durable yet); 0: none. */
 static int condition_fails(evs_store *s, group *g, const evs_condition *c, int *err)
 {
+    if (c->after < atomic_load(&s->committed)) {
+        evs_read_options ro;
+        evs_read_options_init(&ro);
+        ro.from = c->after + 1;
+        ro.filter = c->filter;
+        ro.limit = 1;
+        evs_iter *it = NULL;
+        const evs_event *ev = NULL;
+        int rc = evs_iter_open(s, &ro, &it);
+        if (rc == 0) rc = evs_iter_next(it, &ev);
+        evs_iter_close(it);
+        *err = rc;
+        if (rc) return 0;
+        if (ev) return 1;
+    }
     for (size_t k = 0; k < g->nreqs; k++) {
         evs_req *r = g->reqs[k];
         for (size_t i = 0; i < r->n; i++) {
             const char *st = req_stream(r, i);
             if (r->first_pos + i > c->after &&
                 filter_match(&c->filter, st, strlen(st), r->in[i].type, strlen(r->in[i].type)))
-                return 1;
+                return 2;
         }
     }
-    if (c->after >= atomic_load(&s->committed)) return 0;
-    evs_read_options ro;
-    evs_read_options_init(&ro);
-    ro.from = c->after + 1;
-    ro.filter = c->filter;
-    ro.limit = 1;
-    evs_iter *it = NULL;
-    const evs_event *ev = NULL;
-    int rc = evs_iter_open(s, &ro, &it);
-    if (rc == 0) rc = evs_iter_next(it, &ev);
-    evs_iter_close(it);
-    *err = rc;
-    return rc == 0 && ev != NULL;
+    return 0;
 }
 
 /* All ids of r are stored: is it the same write repeated? Fill the original result. */
@@ -327,7 +345,14 @@ static int stage(evs_store *s, group *g, evs_req *r)
     if (rc) return rc;
     if (r->cond) {
         int err = 0;
-        if (condition_fails(s, g, r->cond, &err)) {
+        int cf = condition_fails(s, g, r->cond, &err);
+        /* A refusal rests on durable events only: when an event of this
+         * group (not written yet) is what fails the condition, the group is
+         * made durable first and the request judged again. Otherwise a crash
+         * or a failed sync could leave a refusal that names an event that
+         * never existed. */
+        if (cf == 2) return STAGE_NEED_FLUSH;
+        if (cf) {
             snprintf(r->res->message, sizeof r->res->message,
                      "an event matching the condition exists after position %" PRIu64, r->cond->after);
             return EVS_ECONDITION;
@@ -348,6 +373,16 @@ static int stage(evs_store *s, group *g, evs_req *r)
         if ((rc = stream_for(s, g, req_stream(r, i), &sts[i])) != 0) goto undo;
         int64_t exp = r->stream ? (i == 0 ? r->expected : EVS_EXPECT_ANY) : r->in[i].expected_version;
         if (!expect_ok(exp, sts[i]->pending)) {
+            /* As for conditions: when events of this group, staged but not
+             * durable, decide the refusal (the stream's pending version minus
+             * this request's own earlier events differs from its committed
+             * one), make the group durable first and judge again. */
+            uint64_t own = 0;
+            for (size_t j = 0; j < i; j++) own += sts[j] == sts[i];
+            if (sts[i]->pending - own != sts[i]->version) {
+                rc = STAGE_NEED_FLUSH;
+                goto undo;
+            }
             r->res->failed_index = i;
             r->res->expected_version = exp;
             r->res->actual_version = sts[i]->pending;
@@ -579,6 +614,7 @@ out:
     if (rc) rc = atomic_load(&s->failed) ? EVS_EFATAL : rc;
     finish_group(s, g, rc);
     g->next_pos = atomic_load(&s->committed) + 1;
+    group_time(s, g);  /* what is staged next goes into another write */
     return rc;
 }
 
@@ -676,8 +712,7 @@ static void *writer_main(void *arg)
         int closing = s->closing;
         pthread_mutex_unlock(&s->q_mu);
 
-        int64_t now = evs__now_us();
-        s->last_time_us = g.time_us = now > s->last_time_us ? now : s->last_time_us;
+        group_time(s, &g);
         g.next_pos = atomic_load(&s->committed) + 1;
         while (list) {
             evs_req *r = list;

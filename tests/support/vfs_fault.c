@@ -29,6 +29,8 @@ typedef struct fault_vfs {
     uint64_t injected[VFS_FAULT_NCLASSES];  /* failures injected per class */
     fault_arm arm[VFS_FAULT_NCLASSES];      /* what to fail, per class */
     uint64_t rng;                           /* PRNG state for short-write lengths */
+    void (*hook[VFS_FAULT_NCLASSES])(void *, vfs_fault_class); /* called before each call of a class */
+    void *hook_ctx[VFS_FAULT_NCLASSES];
 } fault_vfs;
 
 typedef struct fault_file {
@@ -58,6 +60,12 @@ static fault_decision decide(const evs_vfs *vfs, vfs_fault_class cls, size_t n)
 {
     fault_vfs *fv = vfs->ctx;
     fault_decision d = { 0, 0, 0 };
+    pthread_mutex_lock(&fv->mu);
+    void (*hook)(void *, vfs_fault_class) = fv->hook[cls];
+    void *hook_ctx = fv->hook_ctx[cls];
+    pthread_mutex_unlock(&fv->mu);
+    if (hook)
+        hook(hook_ctx, cls);
     pthread_mutex_lock(&fv->mu);
     uint64_t c = ++fv->count[cls];
     fault_arm *a = &fv->arm[cls];
@@ -255,6 +263,17 @@ void vfs_fault_disarm(evs_vfs *vfs, vfs_fault_class cls)
     for (int c = 0; c < VFS_FAULT_NCLASSES; c++)
         if (cls == VFS_FAULT_NCLASSES || (int)cls == c)
             fv->arm[c].at = 0;
+    pthread_mutex_unlock(&fv->mu);
+}
+
+void vfs_fault_set_hook(evs_vfs *vfs, vfs_fault_class cls, void (*fn)(void *ctx, vfs_fault_class cls), void *ctx)
+{
+    fault_vfs *fv = F(vfs);
+    if ((unsigned)cls >= VFS_FAULT_NCLASSES)
+        return;
+    pthread_mutex_lock(&fv->mu);
+    fv->hook[cls] = fn;
+    fv->hook_ctx[cls] = ctx;
     pthread_mutex_unlock(&fv->mu);
 }
 

@@ -63,6 +63,14 @@ int vfs_fault_arm(evs_vfs *vfs, vfs_fault_class cls, uint64_t nth, int err, int 
 /** Disarm cls (VFS_FAULT_NCLASSES: every class). Counters are kept. */
 void vfs_fault_disarm(evs_vfs *vfs, vfs_fault_class cls);
 
+/**
+ * Call fn(ctx, cls) at the start of every later call of cls, before it is
+ * counted and before its fate is decided (fn may block, e.g. at a gate a test
+ * opens, and may arm a failure for that very call with nth = 1). Runs on the
+ * calling thread, without the wrapper's mutex held. fn = NULL removes it.
+ */
+void vfs_fault_set_hook(evs_vfs *vfs, vfs_fault_class cls, void (*fn)(void *ctx, vfs_fault_class cls), void *ctx);
+
 /** Calls of cls so far (since vfs_fault_new), injected failures included. */
 uint64_t vfs_fault_count(const evs_vfs *vfs, vfs_fault_class cls);
 

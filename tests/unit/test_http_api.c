@@ -379,6 +379,45 @@ static void t_condition(void **state)
     ht_expect_error(&r, 409, "wrong_expected_version", "condition holds but expected_version fails");
     ht_resp_free(&r);
     ht_expect_unchanged(s, before, "refused");
+    /* Event data in an envelope may hold numbers jansson cannot represent
+     * (1e400, 30 digits): accepted and kept byte for byte, as in a plain
+     * array. (Found by tests/torture/torture_server.c: the envelope used to
+     * be read whole by jansson, which answered 400 "real number overflow".) */
+    j = ht_append_ok(s, "/events",
+                     "{\"events\":[{\"stream\":\"big-numbers\",\"type\":\"N\",\"data\":[1e400, -1E-400,123456789012345678901234567890]},\n"
+                     "{\"stream\":\"big-numbers\",\"type\":\"N\",\"data\":{\"x\":1e400}}],"
+                     "\"condition\":{\"filter\":{\"types\":[\"Nope\"]},\"after\":0}}",
+                     "envelope whose data holds 1e400");
+    json_decref(j);
+    j = ht_append_ok(s, "/events", "{\"events\":[{\"stream\":\"big-numbers\",\"type\":\"N\",\"data\":1e400}]}",
+                     "envelope without a condition, data 1e400");
+    json_decref(j);
+    lines L = get_lines(s, "/streams/big-numbers");
+    if (L.n != 3 || !strstr(L.v[0], ",\"data\":[1e400,-1E-400,123456789012345678901234567890]}") ||
+        !strstr(L.v[1], ",\"data\":{\"x\":1e400}}") || !strstr(L.v[2], ",\"data\":1e400}"))
+        fail_msg("numbers in envelope data must come back as sent; got %zu lines: %s", L.n, L.n ? L.v[0] : "");
+    free_lines(&L);
+    /* an error inside the events of an envelope names its byte, line and
+     * column in the whole body */
+    before = ht_shape_of(s);
+    ht_post(s, "/events", "{\"events\":[{\"stream\":\"c\",\"type\":\"A\",\"data\":[1,]}]}", &r);
+    ht_expect_error(&r, 400, "invalid_json", "envelope with invalid JSON in an event");
+    if (!strstr(r.body, "at byte 47 (line 1, column 47)"))
+        fail_msg("the error should name byte 47 of the body (the ']' after \"1,\"), got %s", r.body);
+    ht_resp_free(&r);
+    ht_post(s, "/events", "{\n \"events\":[\n{\"stream\":\"c\",\"type\":\"A\",\"data\":[1,]}]}", &r);
+    ht_expect_error(&r, 400, "invalid_json", "envelope over three lines with invalid JSON in an event");
+    if (!strstr(r.body, "at byte 50 (line 3, column 36)"))
+        fail_msg("the error should name byte 50, line 3, column 36 of the body, got %s", r.body);
+    ht_resp_free(&r);
+    /* the envelope itself is still checked by jansson: duplicate keys, numbers out of its range outside the events */
+    ht_post(s, "/events", "{\"events\":[{\"stream\":\"c\",\"type\":\"A\"}],\"events\":[]}", &r);
+    ht_expect_error(&r, 400, "invalid_json", "envelope with \"events\" twice");
+    ht_resp_free(&r);
+    ht_post(s, "/events", "{\"events\":[{\"stream\":\"c\",\"type\":\"A\"}],\"condition\":{\"filter\":{},\"after\":1e400}}", &r);
+    HT_EXPECT_STATUS(&r, 400, "condition after 1e400");
+    ht_resp_free(&r);
+    ht_expect_unchanged(s, before, "refused envelopes");
     ht_server_stop(s);
 }
 

@@ -2,7 +2,8 @@
  * test_http_watch.c — watch=true over HTTP (SPEC §4): live delivery after
  * the history, filters, heartbeats (empty lines), Server-Sent Events (id: is
  * the global position, also for a stream watch; Last-Event-ID resumes), a
- * watch on a stream that does not exist yet, SIGTERM with watchers open, and
+ * watch on a stream that does not exist yet, SIGTERM with watchers open (their
+ * answers end cleanly) and with a plain read under way (it runs to its end), and
  * a watcher that never reads: it must not slow the writer (measured against
  * the same appends without it) nor make the server buffer without bound, and
  * it catches up from the store when it starts reading.
@@ -299,7 +300,7 @@ static void t_watch_sse(void **state)
 static void t_watchers_and_sigterm(void **state)
 {
     ht_server *s = *state;
-    enum { N = 8 };
+    enum { N = 40 };
     ht_stream w[N];
     for (int i = 0; i < N; i++) open_watch(s, i % 2 ? "/events?watch=true" : "/streams/fan?watch=true", i % 4 == 3 ? "Accept: text/event-stream\r\n" : NULL, &w[i]);
     append(s, "/streams/fan", "{\"type\":\"Fan\"}");
@@ -307,7 +308,10 @@ static void t_watchers_and_sigterm(void **state)
         if (i % 4 == 3) expect_sse(&w[i], "1", "Fan", "fan", 1, "SSE watcher of many");
         else expect_event(&w[i], 1, "fan", 1, "one of many watchers");
     }
-    /* SIGTERM with the watchers still open: exit 0 (asserted), the answers end */
+    /* SIGTERM with the watchers still open: exit 0 (asserted), the answers
+     * end cleanly, with their last chunk (the server used to stop the HTTP
+     * daemon right after waking the watchers, cutting some answers short;
+     * found by tests/torture/torture_server.c) */
     ht_server_stop(s);
     for (int i = 0; i < N; i++) {
         char *line = NULL;
@@ -315,6 +319,7 @@ static void t_watchers_and_sigterm(void **state)
         int rc;
         do rc = ht_stream_line(&w[i], WAIT_MS, &line, &n); while (rc == 1);
         if (rc == -ETIMEDOUT) fail_msg("watcher %d: expected its answer to end when the server stopped, it stayed open", i);
+        if (rc != 0) fail_msg("watcher %d: expected its answer to end cleanly (last chunk) at SIGTERM, got %s", i, ht_errname(rc));
         ht_stream_close(&w[i]);
     }
 }
@@ -421,6 +426,52 @@ static uint64_t proc_cpu_ms(pid_t pid)
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
         fail_msg("%s: cannot read utime/stime", path);
     return (utime + stime) * 1000u / (uint64_t)sysconf(_SC_CLK_TCK);
+}
+
+/* A plain read in progress at SIGTERM runs to its end (or, past the drain's
+ * bound, is cut without its last chunk): it never ends early and cleanly,
+ * which would look like the end of the log. The server used to end it at
+ * the next chunk with a clean end (found by tests/torture/torture_server.c;
+ * curl then exited 0 with a quarter of the log). */
+static void t_read_during_sigterm(void **state)
+{
+    ht_server *s = *state;
+    enum { BATCHES = 40, PER = 50 }; /* 2,000 events of ~12 KiB: 24 MiB, more than the socket buffers hold */
+    static char body[PER * 12400];
+    ht_conn c;
+    ht_conn_init(&c, s->port);
+    for (int b = 0; b < BATCHES; b++) {
+        size_t len = 0;
+        body[len++] = '[';
+        for (int i = 0; i < PER; i++)
+            len += (size_t)snprintf(body + len, sizeof body - len, "%s{\"type\":\"Big\",\"data\":{\"i\":%d,\"pad\":\"%012000d\"}}",
+                                    i ? "," : "", b * PER + i, 0);
+        body[len++] = ']';
+        ht_resp r;
+        int st = ht_conn_request(&c, "POST", "/streams/big", NULL, body, len, &r);
+        if (st != 201) fail_msg("bulk append %d: expected 201, got %d (%s)", b, st, ht_errname(r.err));
+        ht_resp_free(&r);
+    }
+    ht_conn_close(&c);
+    ht_stream st;
+    if (ht_stream_open(s, "/events", NULL, &st) != 200) fail_msg("GET /events: expected 200, got %d", st.head.status);
+    char *line = NULL;
+    size_t n;
+    int rc = ht_stream_line(&st, WAIT_MS, &line, &n);
+    if (rc != 1) fail_msg("GET /events: expected a first line, got %s", ht_errname(rc));
+    /* the read is under way (most of it not sent yet): stop the server */
+    pid_t pid = s->pid;
+    kill(pid, SIGTERM);
+    int lines = 1;
+    while ((rc = ht_stream_line(&st, WAIT_MS, &line, &n)) == 1) lines++;
+    if (rc != 0 || lines != BATCHES * PER)
+        fail_msg("GET /events during SIGTERM: expected all %d lines and a clean end, got %d lines and %s", BATCHES * PER, lines,
+                 rc == 0 ? "a clean end (a short answer that looks whole)" : ht_errname(rc));
+    ht_stream_close(&st);
+    int status = 0;
+    if (!ht_wait_exit(pid, HT_ASAN ? 60000 : 30000, &status) || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("after SIGTERM evstored should exit 0; log:\n%s", ht_log_tail(s, 2000));
+    s->pid = 0;
 }
 
 /* ---------------------------------------- a watcher that never reads */
@@ -834,6 +885,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_watch_heartbeats, setup, teardown),
         cmocka_unit_test_setup_teardown(t_watch_sse, setup, teardown),
         cmocka_unit_test_setup_teardown(t_watchers_and_sigterm, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_read_during_sigterm, setup, teardown),
         cmocka_unit_test_setup_teardown(t_never_reading_watcher, setup, teardown),
         cmocka_unit_test_setup_teardown(t_thousand_watchers, setup, teardown),
         cmocka_unit_test_setup_teardown(t_slow_watcher_leaves_and_rejoins_the_ring, setup, teardown),
