@@ -722,8 +722,9 @@ int evs_backup(evs_store *s, int fd, uint64_t since, const evs_backup_options *o
  * checksums), the chain of positions across archives, every file's size and
  * XXH3-64, the zstd frame checksum, byte-prefix agreement of segments that
  * appear in several archives. The files are written into a sibling temporary
- * directory ("<dir>.restoring"), fsynced, opened as a store (rebuilding its
- * indexes) which must reach the last archive's last position without
+ * directory ("<dir>.restoring"), fsynced, opened as a store (from the full
+ * archive's index checkpoint, replaying the log after it, or rebuilding its
+ * indexes when it has none or they fail evs_verify) which must reach the last archive's last position without
  * dropping a byte, checked with evs_verify, and only then renamed to dir
  * (and the parent directory fsynced). On any failure nothing is left behind.
  * @param opt   NULL, or options for opening the restored store (vfs, log,

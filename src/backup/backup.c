@@ -44,6 +44,7 @@
 #include <zstd.h>
 
 #include "backup/backup_int.h"
+#include "index/lsm_ext.h"
 #include "store/store_int.h"
 
 /* One segment captured by the snapshot. */
@@ -53,6 +54,17 @@ typedef struct bk_seg {
     uint64_t first, last;        /* positions held: first..last (last = first - 1: none) */
     uint64_t xxh3;               /* from the check pass */
 } bk_seg;
+
+/* One index file of the checkpoint copied with a full backup: from an open
+ * file (a pinned run, streams.idx, an offsets file) or from memory. */
+typedef struct bk_idx {
+    char name[64];
+    evs_file *f;                 /* not owned (pins and segments keep it open), unless own_f */
+    int own_f;
+    uint8_t *mem;                /* owned, when not from a file */
+    uint64_t size;
+    uint64_t xxh3;
+} bk_idx;
 
 /* Where compressed bytes go. */
 typedef struct bk_out {
@@ -83,6 +95,11 @@ typedef struct bk_ctx {
     size_t cap;
     XXH3_state_t *xs;
     bk_out out;
+    /* the index checkpoint (full backups of a writable store) */
+    evs__lsm_pinned *pins[2];       /* ids, streams: their runs stay while we copy */
+    uint64_t idx_covered;        /* C of checkpoint.idx; 0: no indexes in the archive */
+    bk_idx *ix;
+    size_t nix, ixcap;
 } bk_ctx;
 
 void evs_backup_options_init(evs_backup_options *opt)
@@ -140,6 +157,163 @@ static int snapshot(bk_ctx *k, uint64_t since, uint64_t *store_salt)
     }
     return 0;
 }
+
+/* ---- the index checkpoint ---- */
+
+static int ix_add(bk_ctx *k, const char *name, evs_file *f, uint8_t *mem, uint64_t size)
+{
+    if (k->nix == k->ixcap) {
+        size_t cap = k->ixcap ? k->ixcap * 2 : 16;
+        bk_idx *v = realloc(k->ix, cap * sizeof *v);
+        if (!v) { free(mem); return EVS_ENOMEM; }
+        k->ix = v;
+        k->ixcap = cap;
+    }
+    bk_idx *x = &k->ix[k->nix++];
+    memset(x, 0, sizeof *x);
+    snprintf(x->name, sizeof x->name, "%s", name);
+    x->f = f;
+    x->mem = mem;
+    x->size = size;
+    return 0;
+}
+
+static void ix_release(bk_ctx *k)
+{
+    for (size_t i = 0; i < k->nix; i++) {
+        free(k->ix[i].mem);
+        if (k->ix[i].own_f) evs__fclose(k->ix[i].f);
+    }
+    free(k->ix);
+    k->ix = NULL;
+    k->nix = k->ixcap = 0;
+    for (int i = 0; i < 2; i++) {
+        evs__lsm_unpin(k->pins[i]);
+        k->pins[i] = NULL;
+    }
+    k->idx_covered = 0;
+}
+
+/* Does streams.idx (open as f) hold, in exactly its first len bytes, chunks
+ * the last of which was written by the checkpoint at c? (A rewrite that
+ * replaced the file since checkpoint.idx was read would not.) */
+static int streams_prefix_is(evs_file *f, uint64_t len, uint64_t c)
+{
+    uint64_t off = 0, last = 0;
+    while (off < len) {
+        uint8_t h[32];
+        size_t got = 0;
+        if (len - off < 40 || evs__fread(f, h, sizeof h, off, &got) != 0 || got != sizeof h ||
+            memcmp(h, "EVSSTRM", 8) != 0)
+            return 0;
+        uint64_t plen = evs__get64(h + 24);
+        if (plen > len - off - 40) return 0;
+        last = evs__get64(h + 16);
+        off += 32 + plen + 8;
+    }
+    return off == len && last == c;
+}
+
+/*
+ * Before the segment snapshot: read checkpoint.idx (C), pin both indexes
+ * (their manifests cover at least C: they are written before checkpoint.idx,
+ * and at most the position committed now, which the snapshot cannot be
+ * below) and open streams.idx, checking that its first streams_len bytes are
+ * still the chunks checkpoint.idx names (a compaction may have replaced the
+ * file in between: then try again). The open file keeps the bytes we
+ * checked even if a compaction renames a new one over it later (POSIX), and
+ * appends only go past them. No lock is taken: the index thread and the
+ * writer carry on. Nothing is captured (and the archive holds no index)
+ * when there is no checkpoint yet or no consistent view is found.
+ */
+static int capture_indexes(bk_ctx *k)
+{
+    evs_store *s = k->s;
+    char path[4096];
+    int rc;
+    if (s->read_only || !s->ids || !s->sidx) return 0;
+    for (int attempt = 0; attempt < 16; attempt++) {
+        uint8_t *ck = malloc(64);
+        evs_file *f = NULL;
+        size_t got = 0;
+        if (!ck) return EVS_ENOMEM;
+        if ((rc = evs__store_path(s, path, sizeof path, EVS_CHECKPOINT_FILE)) != 0) { free(ck); return rc; }
+        rc = s->vfs->open(s->vfs, path, EVS_O_RDONLY, &f);
+        if (rc == 0) rc = evs__fread(f, ck, 64, 0, &got);
+        evs__fclose(f);
+        f = NULL;
+        if (rc || got != 64 || memcmp(ck, "EVSCKPT", 8) != 0 || evs__get64(ck + 56) != XXH3_64bits(ck, 56) ||
+            evs__get64(ck + 16) == 0) {
+            free(ck);  /* no (usable) checkpoint: the archive goes without indexes */
+            return 0;
+        }
+        uint64_t c = evs__get64(ck + 16), slen = evs__get64(ck + 24);
+        if ((rc = evs__lsm_pin(s->ids, &k->pins[0])) != 0 || (rc = evs__lsm_pin(s->sidx, &k->pins[1])) != 0) {
+            free(ck);
+            ix_release(k);
+            return rc;
+        }
+        int ok = evs__lsm_pin_covered(k->pins[0]) >= c && evs__lsm_pin_covered(k->pins[1]) >= c;
+        if (ok && slen) {
+            ok = evs__store_path(s, path, sizeof path, EVS_STREAMS_FILE) == 0 &&
+                 s->vfs->open(s->vfs, path, EVS_O_RDONLY, &f) == 0 && streams_prefix_is(f, slen, c);
+        }
+        if (!ok) {
+            evs__fclose(f);
+            free(ck);
+            ix_release(k);
+            continue;
+        }
+        k->idx_covered = c;
+        if ((rc = ix_add(k, EVS_CHECKPOINT_FILE, NULL, ck, 64)) != 0) { evs__fclose(f); goto fail; }
+        if (slen) {
+            if ((rc = ix_add(k, EVS_STREAMS_FILE, f, NULL, slen)) != 0) { evs__fclose(f); goto fail; }
+            k->ix[k->nix - 1].own_f = 1;
+        }
+        for (int i = 0; i < 2; i++) {
+            char name[256];
+            uint8_t *man = NULL;
+            size_t mlen = 0;
+            if ((rc = evs__lsm_pin_manifest(k->pins[i], name, sizeof name, &man, &mlen)) != 0 ||
+                (rc = ix_add(k, name, NULL, man, mlen)) != 0)
+                goto fail;
+            for (size_t j = 0; j < evs__lsm_pin_nruns(k->pins[i]); j++) {
+                evs_file *rf = NULL;
+                uint64_t size = 0;
+                if ((rc = evs__lsm_pin_run(k->pins[i], j, name, sizeof name, &rf, &size)) != 0 ||
+                    (rc = ix_add(k, name, rf, NULL, size)) != 0)
+                    goto fail;
+            }
+        }
+        return 0;
+    }
+    evs__logf(&s->log, EVS_LOG_INFO, "backup: no stable index checkpoint found; the archive holds no indexes");
+    return 0;
+fail:
+    ix_release(k);
+    return rc;
+}
+
+/* After the segment snapshot: the offsets files of the segments holding
+ * positions up to C (entries for positions after C are rebuilt by the
+ * restored store's tail scan). */
+static int capture_offsets(bk_ctx *k)
+{
+    for (size_t i = 0; k->idx_covered && i < k->nsegs; i++) {
+        bk_seg *b = &k->segs[i];
+        if (b->first > k->idx_covered) break;
+        if (!b->g->offsets) { ix_release(k); return 0; }
+        char name[64];
+        uint64_t upto = EVS_MIN(b->last, k->idx_covered);
+        snprintf(name, sizeof name, "%020" PRIu64 ".offsets.idx", b->g->base);
+        int rc = ix_add(k, name, b->g->offsets, NULL, EVS_OFFSETS_HDR_SIZE + 4 * (upto + 1 - b->first));
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Hash index file x (both passes); a: the archive in the copy pass, else NULL. */
+static int ix_pass(bk_ctx *k, struct archive *a, struct archive_entry *e, bk_idx *x);
 
 /* ---- reading a captured segment ---- */
 
@@ -344,6 +518,33 @@ static int copy_segment(bk_ctx *k, struct archive *a, struct archive_entry *e, b
     return 0;
 }
 
+static int ix_pass(bk_ctx *k, struct archive *a, struct archive_entry *e, bk_idx *x)
+{
+    int rc;
+    if (a && (rc = tar_entry(k, a, e, x->name, x->size)) != 0) return rc;
+    XXH3_64bits_reset(k->xs);
+    for (uint64_t off = 0; off < x->size;) {
+        size_t want = (size_t)EVS_MIN((uint64_t)k->cap, x->size - off), got = 0;
+        const uint8_t *p = x->mem ? x->mem + off : k->buf;
+        if (!x->mem) {
+            rc = evs__fread(x->f, k->buf, want, off, &got);
+            if (rc || got != want)
+                return evs__bk_fail(&k->s->log, k->info, rc ? rc : EVS_ECORRUPT, "reading %s at offset %" PRIu64
+                                    ": %s", x->name, off + got, rc ? evs_strerror(rc) : "the file is shorter than "
+                                    "its checkpoint says");
+        }
+        XXH3_64bits_update(k->xs, p, want);
+        if (a && (rc = tar_data(k, a, p, want, x->name)) != 0) return rc;
+        off += want;
+    }
+    uint64_t h = XXH3_64bits_digest(k->xs);
+    if (!a) x->xxh3 = h;
+    else if (h != x->xxh3)
+        return evs__bk_fail(&k->s->log, k->info, EVS_ECORRUPT, "%s read differently in the two passes of the "
+                            "backup: the disk or the file changed (run `evstore verify`)", x->name);
+    return 0;
+}
+
 static int open_output(bk_ctx *k, int fd, struct archive_entry **raw_entry)
 {
     bk_out *o = &k->out;
@@ -405,7 +606,9 @@ int evs_backup(evs_store *s, int fd, uint64_t since, const evs_backup_options *o
     }
     info->created_us = evs__now_us();
     info->since = since;
+    if (since == 0 && (rc = capture_indexes(&k)) != 0) goto out;
     if ((rc = snapshot(&k, since, &salt)) != 0) goto out;
+    if ((rc = capture_offsets(&k)) != 0) goto out;
     if (since > k.committed) {
         rc = evs__bk_fail(&s->log, info, EVS_EINVAL, "since %" PRIu64 " is after the store's last position %" PRIu64,
                           since, k.committed);
@@ -413,7 +616,7 @@ int evs_backup(evs_store *s, int fd, uint64_t since, const evs_backup_options *o
     }
     snprintf(info->store_id, sizeof info->store_id, "%016" PRIx64, salt);
     info->last_position = k.committed;
-    info->files = k.nsegs;
+    info->files = k.nsegs;  /* segments; index files are listed in the manifest only */
     info->bytes = k.total;
     info->first_position = k.nsegs && k.committed >= k.segs[0].first ? k.segs[0].first : 0;
     k.cap = EVS_BACKUP_CHUNK;
@@ -423,6 +626,8 @@ int evs_backup(evs_store *s, int fd, uint64_t since, const evs_backup_options *o
     k.phase = "check";
     for (size_t i = 0; i < k.nsegs; i++)
         if ((rc = check_segment(&k, &k.segs[i])) != 0) goto out;
+    for (size_t i = 0; i < k.nix; i++)
+        if ((rc = ix_pass(&k, NULL, NULL, &k.ix[i])) != 0) goto out;
 
     /* the manifest */
     m.version = EVS_BACKUP_FORMAT;
@@ -441,6 +646,14 @@ int evs_backup(evs_store *s, int fd, uint64_t since, const evs_backup_options *o
         f->xxh3 = k.segs[i].xxh3;
         f->first = k.segs[i].first;
         f->last = k.segs[i].last;
+    }
+    m.idx_covered = k.idx_covered;
+    m.nidx = k.nix;
+    if (k.nix && !(m.idx = calloc(k.nix, sizeof *m.idx))) { rc = EVS_ENOMEM; goto out; }
+    for (size_t i = 0; i < k.nix; i++) {
+        snprintf(m.idx[i].name, sizeof m.idx[i].name, "%s", k.ix[i].name);
+        m.idx[i].size = k.ix[i].size;
+        m.idx[i].xxh3 = k.ix[i].xxh3;
     }
     if ((rc = evs__bk_manifest_encode(&m, &text)) != 0) goto out;
 
@@ -462,6 +675,8 @@ int evs_backup(evs_store *s, int fd, uint64_t since, const evs_backup_options *o
     k.events = 0;
     for (size_t i = 0; i < k.nsegs; i++)
         if ((rc = copy_segment(&k, tar, e, &k.segs[i])) != 0) goto out;
+    for (size_t i = 0; i < k.nix; i++)
+        if ((rc = ix_pass(&k, tar, e, &k.ix[i])) != 0) goto out;
     if (archive_write_close(tar) != ARCHIVE_OK) { rc = tar_fail(&k, tar, "closing"); goto out; }
     if ((rc = zpush(&k.out, NULL, 0, 1)) != 0) {
         rc = evs__bk_fail(&s->log, info, rc, "writing the archive: %s", evs_strerror(rc));
@@ -505,5 +720,6 @@ out:
     XXH3_freeState(k.xs);
     free(k.buf);
     free(k.segs);
+    ix_release(&k);  /* unpin: runs merged away meanwhile go now */
     return rc;
 }

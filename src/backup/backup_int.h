@@ -14,7 +14,7 @@
 
 #include "evs_int.h"
 
-#define EVS_BACKUP_FORMAT 1u                    /* version of the archive layout and manifest */
+#define EVS_BACKUP_FORMAT 2u                    /* version of the archive layout and manifest (2: indexes) */
 #define EVS_BACKUP_MANIFEST "MANIFEST.json"     /* the first entry of every archive */
 #define EVS_BACKUP_MANIFEST_MAX (64u << 20)     /* a manifest larger than this is refused */
 #define EVS_BACKUP_CHUNK (1u << 20)             /* bytes per read while checking and copying */
@@ -26,7 +26,7 @@
 
 /* One segment file listed in a manifest. */
 typedef struct evs_bk_file {
-    char name[32];               /* "<20 digits>.seg" */
+    char name[64];               /* "<20 digits>.seg" (or an index file name) */
     uint64_t size;               /* bytes in the archive (the segment up to its committed end) */
     uint64_t xxh3;               /* XXH3-64 (seed 0) of those bytes */
     uint64_t first;              /* first position it holds (= its base) */
@@ -44,6 +44,11 @@ typedef struct evs_bk_manifest {
     uint64_t last;               /* last committed position at the snapshot */
     evs_bk_file *files;          /* nfiles entries, ascending */
     size_t nfiles;
+    /* the index checkpoint (full archives of format 2; nidx = 0: none): the
+     * derived files as of position idx_covered <= last, after the segments */
+    uint64_t idx_covered;
+    evs_bk_file *idx;            /* name, size, xxh3 (first = last = 0) */
+    size_t nidx;
 } evs_bk_manifest;
 
 /* The manifest as JSON text (one line + "\n"), with its checksum. */
@@ -52,6 +57,11 @@ int evs__bk_manifest_encode(const evs_bk_manifest *m, evs_buf *out);
  * failure returns EVS_ECORRUPT or EVS_EFORMAT with a sentence in err. */
 int evs__bk_manifest_decode(const char *text, size_t len, evs_bk_manifest *m, char *err, size_t errlen);
 void evs__bk_manifest_free(evs_bk_manifest *m);
+
+/* Is name one of the index files an archive may hold (checkpoint.idx,
+ * streams.idx, <20 digits>.offsets.idx, ids|streams.manifest.idx,
+ * ids|streams-<20 digits>.idx)? */
+int evs__bk_idx_name(const char *name);
 
 /* "<20 digits>.seg" with a base > 0: 1 and *base, else 0. */
 int evs__bk_seg_name(const char *name, uint64_t *base);

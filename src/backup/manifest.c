@@ -7,6 +7,8 @@
  *    "created_us":N,"since":S,"first_position":F,"last_position":L,
  *    "files":[{"name":"<20 digits>.seg","size":N,"xxh3":"<16 hex>",
  *              "first_position":F,"last_position":L},...],
+ *    ["indexes":{"covered":C,"files":[{"name":"<file>.idx","size":N,
+ *                "xxh3":"<16 hex>"},...]},]       (version 2, full archives)
  *    "checksum":"<16 hex>"}
  * checksum is the XXH3-64 (seed 0) of the whole text with the checksum's 16
  * digits replaced by "0000000000000000": a damaged manifest is recognised as
@@ -53,6 +55,25 @@ int evs__bk_seg_name(const char *name, uint64_t *base)
     return v > 0;
 }
 
+static int digits20(const char *s)
+{
+    for (int i = 0; i < 20; i++)
+        if (s[i] < '0' || s[i] > '9') return 0;
+    return 1;
+}
+
+int evs__bk_idx_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (!strcmp(name, "checkpoint.idx") || !strcmp(name, "streams.idx") || !strcmp(name, "ids.manifest.idx") ||
+        !strcmp(name, "streams.manifest.idx"))
+        return 1;
+    if (n == 32 && !strcmp(name + 20, ".offsets.idx") && digits20(name)) return 1;
+    if (n == 28 && !strncmp(name, "ids-", 4) && digits20(name + 4) && !strcmp(name + 24, ".idx")) return 1;
+    if (n == 32 && !strncmp(name, "streams-", 8) && digits20(name + 8) && !strcmp(name + 28, ".idx")) return 1;
+    return 0;
+}
+
 #define CHECKSUM_KEY "\"checksum\":\""
 
 int evs__bk_manifest_encode(const evs_bk_manifest *m, evs_buf *out)
@@ -76,7 +97,20 @@ int evs__bk_manifest_encode(const evs_bk_manifest *m, evs_buf *out)
                      i ? "," : "", f->name, f->size, f->xxh3, f->first, f->last);
         rc = evs__buf_append(out, line, (size_t)n);
     }
-    if (rc == 0) rc = evs__buf_append(out, "]," CHECKSUM_KEY "0000000000000000\"}\n", strlen("]," CHECKSUM_KEY) + 19);
+    if (rc == 0 && m->nidx) {
+        n = snprintf(line, sizeof line, "],\"indexes\":{\"covered\":%" PRIu64 ",\"files\":[", m->idx_covered);
+        rc = evs__buf_append(out, line, (size_t)n);
+        for (size_t i = 0; i < m->nidx && rc == 0; i++) {
+            const evs_bk_file *f = &m->idx[i];
+            n = snprintf(line, sizeof line, "%s{\"name\":\"%s\",\"size\":%" PRIu64 ",\"xxh3\":\"%016" PRIx64 "\"}",
+                         i ? "," : "", f->name, f->size, f->xxh3);
+            rc = evs__buf_append(out, line, (size_t)n);
+        }
+        if (rc == 0) rc = evs__buf_append(out, "]}", 2);
+    } else if (rc == 0) {
+        rc = evs__buf_append(out, "]", 1);
+    }
+    if (rc == 0) rc = evs__buf_append(out, "," CHECKSUM_KEY "0000000000000000\"}\n", strlen("," CHECKSUM_KEY) + 19);
     if (rc) return rc;
     /* the 16 zeros sit 19 bytes before the end: 16 digits, '"', '}', '\n' */
     uint64_t sum = XXH3_64bits(out->p, out->len);
@@ -90,6 +124,9 @@ void evs__bk_manifest_free(evs_bk_manifest *m)
     free(m->files);
     m->files = NULL;
     m->nfiles = 0;
+    free(m->idx);
+    m->idx = NULL;
+    m->nidx = 0;
 }
 
 static int hex16(const char *s, uint64_t *out)
@@ -239,6 +276,36 @@ int evs__bk_manifest_decode(const char *text, size_t len, evs_bk_manifest *m, ch
         snprintf(err, errlen, "its manifest claims positions %" PRIu64 "..%" PRIu64 " but lists no file",
                  m->since + 1, m->last);
         goto out;
+    }
+    json_t *ix = json_object_get(root, "indexes");
+    if (ix) {
+        json_t *ifiles = json_object_get(ix, "files");
+        if (!json_is_object(ix) || get_u64(ix, "covered", &m->idx_covered) != 0 || !json_is_array(ifiles) ||
+            m->since != 0 || m->idx_covered == 0 || m->idx_covered > m->last) {
+            snprintf(err, errlen, "its manifest's index list is malformed or does not fit its positions");
+            goto out;
+        }
+        m->nidx = json_array_size(ifiles);
+        if (m->nidx && !(m->idx = calloc(m->nidx, sizeof *m->idx))) {
+            rc = EVS_ENOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < m->nidx; i++) {
+            json_t *f = json_array_get(ifiles, i);
+            evs_bk_file *e = &m->idx[i];
+            const char *name = json_is_object(f) ? get_str(f, "name") : NULL;
+            if (!name || !evs__bk_idx_name(name) || get_u64(f, "size", &e->size) != 0 ||
+                hex16(get_str(f, "xxh3"), &e->xxh3) != 0) {
+                snprintf(err, errlen, "entry %zu of its manifest's index list is malformed", i);
+                goto out;
+            }
+            for (size_t j = 0; j < i; j++)
+                if (!strcmp(m->idx[j].name, name)) {
+                    snprintf(err, errlen, "its manifest lists %s twice", name);
+                    goto out;
+                }
+            snprintf(e->name, sizeof e->name, "%s", name);
+        }
     }
     if (m->since > m->last) {
         snprintf(err, errlen, "its manifest's since (%" PRIu64 ") is after its last position (%" PRIu64 ")",

@@ -21,9 +21,12 @@
  *     before it; every file's size and XXH3-64; a file already restored from
  *     an earlier archive must agree byte for byte with the new copy over
  *     their common length, and the longer copy is kept;
- *  3. the restored directory opens as a store (its indexes are rebuilt) at
- *     exactly the last archive's last position, without any tail being cut;
- *  4. evs_verify finds no problem.
+ *  3. the restored directory opens as a store at exactly the last archive's
+ *     last position, without any tail being cut: from the full archive's
+ *     index checkpoint when it has one (recovery then scans only the log
+ *     after it), else rebuilding the indexes from the log;
+ *  4. evs_verify finds no problem. If the archive's indexes opened but fail
+ *     it, they are deleted and 3 and 4 run once more, rebuilding them.
  * Files go to "<dir>.restoring" (each fsynced), which is renamed to dir only
  * after 4 (then the parent directory is fsynced). Any failure removes it.
  */
@@ -248,21 +251,23 @@ static int rd_files(rd *r, const evs_bk_manifest *m, const file_sink *fs)
     if (!xs || !buf) { rc = rd_error(r, EVS_ENOMEM, "out of memory"); goto out; }
     for (size_t i = 0;; i++) {
         int ar = archive_read_next_header(r->a, &e);
+        size_t nall = m->nfiles + m->nidx;  /* segments, then index files */
+        const evs_bk_file *want = i < m->nfiles ? &m->files[i] : i < nall ? &m->idx[i - m->nfiles] : NULL;
         if (ar == ARCHIVE_EOF) {
-            if (i < m->nfiles) {
-                rc = rd_error(r, EVS_ECORRUPT, "it ends before %s, which its manifest lists", m->files[i].name);
+            if (want) {
+                rc = rd_error(r, EVS_ECORRUPT, "it ends before %s, which its manifest lists", want->name);
                 goto out;
             }
             break;
         }
         if (ar != ARCHIVE_OK) { rc = rd_tar_error(r, "reading an entry header"); goto out; }
         const char *name = archive_entry_pathname(e);
-        if (i >= m->nfiles || strcmp(name, m->files[i].name) != 0 || archive_entry_filetype(e) != AE_IFREG) {
+        if (!want || strcmp(name, want->name) != 0 || archive_entry_filetype(e) != AE_IFREG) {
             rc = rd_error(r, EVS_ECORRUPT, "it holds an entry \"%s\" its manifest does not list there%s%s", name,
-                          i < m->nfiles ? "; expected " : "", i < m->nfiles ? m->files[i].name : "");
+                          want ? "; expected " : "", want ? want->name : "");
             goto out;
         }
-        const evs_bk_file *f = &m->files[i];
+        const evs_bk_file *f = want;
         if (archive_entry_size(e) < 0 || (uint64_t)archive_entry_size(e) != f->size) {
             rc = rd_error(r, EVS_ECORRUPT, "%s is %lld bytes in the archive but %" PRIu64 " in its manifest", f->name,
                           (long long)archive_entry_size(e), f->size);
@@ -457,6 +462,21 @@ static int remove_tmp(const evs_vfs *vfs, const char *tmp)
     return rc;
 }
 
+/* Remove every *.idx file of the temporary directory (the store rebuilds them). */
+static int remove_idx(const evs_vfs *vfs, const char *tmp)
+{
+    names l = {0};
+    int rc = vfs->list_dir(vfs, tmp, collect, &l);
+    for (size_t i = 0; rc == 0 && i < l.n; i++) {
+        char path[4096];
+        if (!ends_with(l.v[i], ".idx")) continue;
+        if ((rc = evs__path(path, sizeof path, tmp, l.v[i])) == 0) rc = vfs->unlink(vfs, path);
+    }
+    names_free(&l);
+    if (rc == 0) rc = vfs->sync_dir(vfs, tmp);
+    return rc;
+}
+
 /* The parent directory of path (for fsync after the rename). */
 static void parent_of(const char *path, char *out, size_t cap)
 {
@@ -573,6 +593,7 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
 
     /* 2. the archives, in order */
     uint64_t total = 0, done = 0, prev_last = 0, events_total = 0;
+    int had_idx = 0;             /* the full archive brought an index checkpoint */
     char store_id[17] = "";
     for (size_t i = 0; i < n; i++) {
         evs_file *f = NULL;
@@ -622,6 +643,7 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
             rc = evs__bk_fail(&lg, info, w.rc ? w.rc : r.rc ? r.rc : rc, "%s: %s", archives[i], why[0] ? why : evs_strerror(rc));
         } else {
             prev_last = m.last;
+            if (i == 0 && m.nidx) had_idx = 1;
             snprintf(store_id, sizeof store_id, "%s", m.store_id);
             info->created_us = m.created_us;
             evs_progress pg = {"extract", done, total, w.events, events_total};
@@ -640,39 +662,43 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
         goto out;
     }
 
-    /* 3. it opens, rebuilding its indexes, at exactly the chain's last position */
-    {
-        evs_progress pg = {"open", 0, 0, 0, prev_last};
-        if (bo.progress && bo.progress(bo.progress_ctx, &pg) != 0) {
-            rc = evs__bk_fail(&lg, info, -ECANCELED, "restore cancelled");
-            goto out;
+    /* 3. it opens at exactly the chain's last position — from the archive's
+     * index checkpoint, scanning only the log after it, or rebuilding the
+     * indexes from the log when there is none (or it is damaged: recovery
+     * rebuilds by itself) — and 4. evs_verify finds no problem. Should the
+     * archive's indexes open but fail verification, they are removed and
+     * the store is opened and verified again, rebuilding them from the log. */
+    for (int attempt = 0;; attempt++) {
+        {
+            evs_progress pg = {"open", 0, 0, 0, prev_last};
+            if (bo.progress && bo.progress(bo.progress_ctx, &pg) != 0) {
+                rc = evs__bk_fail(&lg, info, -ECANCELED, "restore cancelled");
+                goto out;
+            }
         }
-    }
-    {
-        evs_store *s = NULL;
-        evs_stats st;
-        memset(&st, 0, sizeof st);
-        rc = evs_open(tmp, &o, &s);
-        if (rc == 0) rc = evs_stat(s, &st);
-        int crc = evs_close(s);
-        if (rc) {
-            rc = evs__bk_fail(&lg, info, rc == EVS_EFORMAT ? rc : EVS_ECORRUPT, "the restored files do not open as a "
-                              "store: %s (the store's log says why)", evs_strerror(rc));
-            goto out;
+        {
+            evs_store *s = NULL;
+            evs_stats st;
+            memset(&st, 0, sizeof st);
+            rc = evs_open(tmp, &o, &s);
+            if (rc == 0) rc = evs_stat(s, &st);
+            int crc = evs_close(s);
+            if (rc) {
+                rc = evs__bk_fail(&lg, info, rc == EVS_EFORMAT ? rc : EVS_ECORRUPT, "the restored files do not open "
+                                  "as a store: %s (the store's log says why)", evs_strerror(rc));
+                goto out;
+            }
+            if (crc) {
+                rc = evs__bk_fail(&lg, info, crc, "closing the restored store: %s", evs_strerror(crc));
+                goto out;
+            }
+            if (st.position != prev_last || st.recovered_truncated_bytes) {
+                rc = evs__bk_fail(&lg, info, EVS_ECORRUPT, "the restored store ends at position %" PRIu64 " (%" PRIu64
+                                  " bytes cut at open) instead of %" PRIu64, st.position, st.recovered_truncated_bytes,
+                                  prev_last);
+                goto out;
+            }
         }
-        if (crc) {
-            rc = evs__bk_fail(&lg, info, crc, "closing the restored store: %s", evs_strerror(crc));
-            goto out;
-        }
-        if (st.position != prev_last || st.recovered_truncated_bytes) {
-            rc = evs__bk_fail(&lg, info, EVS_ECORRUPT, "the restored store ends at position %" PRIu64 " (%" PRIu64
-                              " bytes cut at open) instead of %" PRIu64, st.position, st.recovered_truncated_bytes,
-                              prev_last);
-            goto out;
-        }
-    }
-    /* 4. every checksum and index */
-    {
         vproblem vp = {0};
         uint64_t problems = 0;
         evs_verify_options vo;
@@ -686,11 +712,21 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
         rc = evs_verify_ex(tmp, &o, &vo, &problems);
         if (rc == -ECANCELED) { rc = evs__bk_fail(&lg, info, rc, "restore cancelled"); goto out; }
         if (rc) { rc = evs__bk_fail(&lg, info, rc, "verifying the restored store: %s", evs_strerror(rc)); goto out; }
+        if (problems && attempt == 0 && had_idx) {
+            evs__logf(&lg, EVS_LOG_WARN, "restore: the archive's indexes fail verification (%" PRIu64 " problems; the "
+                      "first: %s); rebuilding them from the log", problems, vp.first);
+            if ((rc = remove_idx(vfs, tmp)) != 0) {
+                rc = evs__bk_fail(&lg, info, rc, "removing the archive's indexes from %s: %s", tmp, evs_strerror(rc));
+                goto out;
+            }
+            continue;
+        }
         if (problems) {
             rc = evs__bk_fail(&lg, info, EVS_ECORRUPT, "the restored store fails verification (%" PRIu64
                               " problems; the first: %s)", problems, vp.first);
             goto out;
         }
+        break;
     }
     seg_tally t = {vfs, tmp, 0, 0, 0};
     vfs->list_dir(vfs, tmp, tally, &t);

@@ -46,6 +46,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
 
 #include "index/lsm.h"
 #include "index/manifest.h"
@@ -62,6 +64,9 @@ typedef struct lsm_version {
     size_t nruns;           /* runs listed */
     size_t cap;             /* capacity of runs */
     evs__run **runs;        /* oldest first; one reference held per run (owned) */
+    uint64_t covered;       /* what the manifest naming exactly these runs says (for pins) */
+    uint64_t next_seq;
+    uint64_t gen;
 } lsm_version;
 
 struct evs__lsm {
@@ -273,6 +278,9 @@ static int lsm_load(evs__lsm *l)
     l->covered = l->frozen_cov = m.covered;
     l->next_seq = m.next_seq;
     l->gen = m.gen;
+    l->cur->covered = m.covered;
+    l->cur->next_seq = m.next_seq;
+    l->cur->gen = m.gen;
     l->settled = l->cur->nruns;
     if (!l->read_only)
         rc = lsm_sweep(l);
@@ -613,11 +621,14 @@ static lsm_version *version_copy(const lsm_version *v)
         evs__run_ref(v->runs[i]);
         nv->runs[nv->nruns++] = v->runs[i];
     }
+    nv->covered = v->covered;
+    nv->next_seq = v->next_seq;
+    nv->gen = v->gen;
     return nv;
 }
 
 /* Write the manifest naming nv's runs as covering `covered`. */
-static int lsm_write_manifest(evs__lsm *l, const lsm_version *nv, uint64_t covered, int *renamed)
+static int lsm_write_manifest(evs__lsm *l, lsm_version *nv, uint64_t covered, int *renamed)
 {
     evs__manifest m = { 0 };
     m.covered = covered;
@@ -633,8 +644,12 @@ static int lsm_write_manifest(evs__lsm *l, const lsm_version *nv, uint64_t cover
     }
     int rc = evs__man_write(l->vfs, l->dir, l->name, &m, renamed);
     evs__man_free(&m);
-    if (rc == 0)
+    if (rc == 0) {
         l->gen++;
+        nv->covered = covered;
+        nv->next_seq = m.next_seq;
+        nv->gen = l->gen;
+    }
     return rc;
 }
 
@@ -884,4 +899,78 @@ int evs__lsm_checkpoint(evs__lsm *l, uint64_t covered)
     while (rc == 0 && more)
         rc = evs__lsm_merge_step(l, UINT64_MAX, &more);
     return rc;
+}
+
+/* ---- pins (lsm_ext.h) ---- */
+
+struct evs__lsm_pinned {
+    lsm_version *v;         /* one reference: its runs (and their files) stay */
+    char *name;             /* the index name (owned) */
+};
+
+int evs__lsm_pin(evs__lsm *l, evs__lsm_pinned **out)
+{
+    *out = NULL;
+    evs__lsm_pinned *p = calloc(1, sizeof *p);
+    if (!p || !(p->name = strdup(l->name))) {
+        free(p);
+        return EVS_ENOMEM;
+    }
+    pthread_rwlock_rdlock(&l->lock);
+    p->v = l->cur;
+    version_ref(p->v);
+    pthread_rwlock_unlock(&l->lock);
+    *out = p;
+    return 0;
+}
+
+void evs__lsm_unpin(evs__lsm_pinned *p)
+{
+    if (!p)
+        return;
+    version_unref(p->v);  /* a run merged away meanwhile is unlinked now */
+    free(p->name);
+    free(p);
+}
+
+uint64_t evs__lsm_pin_covered(const evs__lsm_pinned *p) { return p->v->covered; }
+
+size_t evs__lsm_pin_nruns(const evs__lsm_pinned *p) { return p->v->nruns; }
+
+int evs__lsm_pin_run(const evs__lsm_pinned *p, size_t i, char *name, size_t cap, evs_file **f, uint64_t *size)
+{
+    const evs__run *r = p->v->runs[i];
+    *f = r->f;
+    *size = r->size;
+    return evs__idx_run_name(name, cap, p->name, r->h.seq, 0);
+}
+
+int evs__lsm_pin_manifest(const evs__lsm_pinned *p, char *name, size_t cap, uint8_t **out, size_t *len)
+{
+    const lsm_version *v = p->v;
+    int rc = evs__idx_man_name(name, cap, p->name, 0);
+    if (rc)
+        return rc;
+    size_t body = EVS_MAN_HDR + v->nruns * EVS_MAN_RUN;
+    uint8_t *b = calloc(1, body + 8);
+    if (!b)
+        return EVS_ENOMEM;
+    memcpy(b, EVS_MAN_MAGIC, 8);
+    evs__put32(b + 8, EVS_MAN_VERSION);
+    evs__put32(b + 12, (uint32_t)v->nruns);
+    evs__put64(b + 16, v->covered);
+    evs__put64(b + 24, v->next_seq);
+    evs__put64(b + 32, v->gen);
+    for (size_t i = 0; i < v->nruns; i++) {
+        const evs__run *r = v->runs[i];
+        uint8_t *q = b + EVS_MAN_HDR + i * EVS_MAN_RUN;
+        evs__put64(q, r->h.seq);
+        evs__put64(q + 8, r->h.entries);
+        evs__put64(q + 16, r->size);
+        evs__put64(q + 24, r->h.hdr_sum);
+    }
+    evs__put64(b + body, XXH3_64bits(b, body));
+    *out = b;
+    *len = body + 8;
+    return 0;
 }

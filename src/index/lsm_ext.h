@@ -32,4 +32,25 @@ int evs__lsm_get_last(evs__lsm *l, const uint8_t key[16], uint64_t a_max, evs_kv
  */
 void evs__lsm_presize(evs__lsm *l, size_t entries);
 
+/*
+ * Pins: a consistent, immutable view of the persisted index for a copy (a
+ * backup). evs__lsm_pin takes a reference to the current version (O(1),
+ * under the index's read lock): its run files are neither unlinked nor
+ * changed while the pin is held, however many merges replace them
+ * meanwhile (a run merged away is unlinked when its last reference, maybe
+ * the pin, goes). The pin covers evs__lsm_pin_covered: the position the
+ * manifest naming exactly these runs claims. Any thread; release with
+ * evs__lsm_unpin, also after a failure, before the index is closed.
+ */
+typedef struct evs__lsm_pinned evs__lsm_pinned;
+
+int evs__lsm_pin(evs__lsm *l, evs__lsm_pinned **out);
+void evs__lsm_unpin(evs__lsm_pinned *p);
+uint64_t evs__lsm_pin_covered(const evs__lsm_pinned *p);
+size_t evs__lsm_pin_nruns(const evs__lsm_pinned *p);
+/** Run i (oldest first): its file name, its open file (owned by the pin) and size. */
+int evs__lsm_pin_run(const evs__lsm_pinned *p, size_t i, char *name, size_t cap, evs_file **f, uint64_t *size);
+/** The manifest of the pinned version as "<name>.manifest.idx" would hold it (malloc'd *out). */
+int evs__lsm_pin_manifest(const evs__lsm_pinned *p, char *name, size_t cap, uint8_t **out, size_t *len);
+
 #endif

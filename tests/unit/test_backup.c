@@ -867,6 +867,56 @@ static void test_empty_and_damaged_source(void **state)
     close(fd);
 }
 
+
+/* A full backup holds the index checkpoint (listed in its manifest); the
+ * restore opens from it, replaying only the log after it, and reads the same. */
+static void test_index_checkpoint(void **state)
+{
+    fx *f = *state;
+    uint64_t rs = evs_test_seed() ^ 0x5151;
+    f->opt.segment_size = SEG;
+    f->opt.checkpoint_interval = 100;
+    fx_open(f);
+    fill(f->s, 1537, &rs);
+    evs_backup_info bi;
+    assert_int_equal(backup_file(f, f->s, 0, "ix.tar.zst", &bi), 0);
+    char path[4096];
+    path_in(f, "ix.tar.zst", path, sizeof path);
+    size_t alen = 0;
+    char cmd[8300];
+    snprintf(cmd, sizeof cmd, "zstd -dcq '%s' 2>/dev/null | tar -tf - > '%s.list'", path, path);
+    if (system(cmd) == 0) {
+        char lp[4200];
+        snprintf(lp, sizeof lp, "%s.list", path);
+        uint8_t *list = slurp(lp, &alen);
+        assert_non_null(list);
+        list[alen] = 0;
+        assert_non_null(strstr((char *)list, "checkpoint.idx"));
+        assert_non_null(strstr((char *)list, "ids.manifest.idx"));
+        assert_non_null(strstr((char *)list, "streams.manifest.idx"));
+        assert_non_null(strstr((char *)list, ".offsets.idx"));
+        free(list);
+    }
+    char *before = fx_snapshot(f->s);
+    const char *names[] = {"ix.tar.zst"};
+    evs_backup_info ri;
+    assert_int_equal(restore_files(f, names, 1, "ixr", &ri), 0);
+    assert_false(fx_log_has(&f->log, "rebuilding the indexes"));
+    assert_false(fx_log_has(&f->log, "recovered positions 1.."));
+    assert_true(fx_log_has(&f->log, "..1537 from the log tail"));  /* only the tail after C */
+    char dir[4096];
+    path_in(f, "ixr", dir, sizeof dir);
+    evs_options o;
+    evs_options_init(&o);
+    evs_store *s2 = NULL;
+    assert_int_equal(evs_open(dir, &o, &s2), 0);
+    char *after = fx_snapshot(s2);
+    assert_string_equal(before, after);
+    assert_int_equal(evs_close(s2), 0);
+    free(before);
+    free(after);
+}
+
 int main(void)
 {
     fx_main_init();
@@ -878,6 +928,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backup_while_appending, fx_setup_closed, fx_teardown),
         cmocka_unit_test_setup_teardown(test_follower_and_options, fx_setup_closed, fx_teardown),
         cmocka_unit_test_setup_teardown(test_empty_and_damaged_source, fx_setup_closed, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_index_checkpoint, fx_setup_closed, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
