@@ -412,15 +412,24 @@ int evs__recover(evs_store *s)
     list_ctx lc = {s, &l};
     ckpt ck;
     scan_state st;
+    int rebuild = 0, ck_rc = 0;
+    /* A follower reads the checkpoint before it lists the segments: the
+     * checkpoint covers a position the writer published before writing it,
+     * so its segment is complete and in the listing. (Read after, it could
+     * name a segment the writer created since.) */
+    if (s->read_only) ck_rc = read_checkpoint(s, &ck);
     int rc = s->vfs->list_dir(s->vfs, s->dir, on_entry, &lc);
     if (rc) goto out;
     if (l.n) qsort(l.bases, l.n, sizeof *l.bases, cmp_u64);
     if (s->read_only) {
         /* a segment whose base is past what the writer published holds
-         * nothing visible yet (and may be mid-creation): leave it for later */
+         * nothing visible yet and may be mid-creation: the writer rolls to
+         * base pub + 1 (offsets file, then the segment, then its header)
+         * before it publishes anything in it, so that one is left for a
+         * later refresh too. Every segment at or below pub was complete
+         * before pub was published, and the listing above came first. */
         uint64_t pub = published_position(s);
-        while (l.n > 1 && pub != UINT64_MAX && l.bases[l.n - 1] > pub + 1) l.n--;
-        if (l.n == 1 && pub != UINT64_MAX && l.bases[0] > pub + 1) l.n = 0;
+        while (l.n > 0 && pub != UINT64_MAX && l.bases[l.n - 1] > pub) l.n--;
     }
     if ((rc = open_segments(s, &l)) != 0) goto out;
     if (s->nsegs == 0) {
@@ -429,8 +438,7 @@ int evs__recover(evs_store *s)
         if ((rc = evs__seg_create(s, 1, &g)) != 0) goto out;
         if ((rc = evs__seg_add(s, g)) != 0) { evs__seg_close(g); goto out; }
     }
-    int rebuild = 0;
-    rc = read_checkpoint(s, &ck);
+    rc = s->read_only ? ck_rc : read_checkpoint(s, &ck);
     if (rc == EVS_EFORMAT) goto out;
     if (rc) { rebuild = 1; memset(&ck, 0, sizeof ck); }
     for (size_t i = 0; i < s->nsegs && !rebuild; i++) {
@@ -581,7 +589,8 @@ int evs__refresh_follower(evs_store *s)
     uint64_t known = s->nsegs ? s->segs[s->nsegs - 1]->base : 0;
     for (size_t i = 0; i < l.n; i++) {
         if (l.bases[i] <= known) continue;
-        if (pub != UINT64_MAX && l.bases[i] > pub + 1) break;  /* nothing published in it yet */
+        /* nothing published in it yet, and it may be mid-creation (see evs__recover) */
+        if (pub != UINT64_MAX && l.bases[i] > pub) break;
         char name[32];
         evs_segment *g = NULL;
         seg_name(l.bases[i], name);

@@ -33,6 +33,7 @@
 #include <cmocka.h>
 
 #include "evstore.h"
+#include "io/vfs.h"
 #include "store_fixtures.h"
 #include "testutil.h"
 
@@ -529,6 +530,118 @@ static void test_refresh_during_rolls(void **state)
                  st.segments - 1, evs_errname(first_rc));
 }
 
+/* Appends n 4 KiB events to the writer (a roll every 16 with 64 KiB segments). */
+static void append_big(evs_store *w, unsigned n)
+{
+    static char data[4003];
+    data[0] = '"';
+    memset(data + 1, 'x', 4000);
+    data[4001] = '"';
+    data[4002] = 0;
+    for (unsigned i = 0; i < n; i++)
+        assert_int_equal(fx_append1(w, "roll", EVS_EXPECT_ANY, "Roll", data, NULL, NULL), 0);
+}
+
+/* The state a roll passes through, built on disk: the writer published P,
+ * created the offsets file of segment P + 1 and the segment file, and has
+ * not written the segment's header yet. A read-only open sees position P
+ * (the segment holds nothing published); it used to refuse the store as
+ * corrupt ("segment header is incomplete"). Damage below P is still refused. */
+static void test_read_only_open_mid_roll(void **state)
+{
+    fx *f = *state;
+    f->opt.segment_size = 64u << 10;
+    fx_open(f);
+    append_big(f->s, 20);  /* two segments */
+    uint64_t p = evs_position(f->s);
+    fx_close(f);
+    char name[64], path[4200];
+    for (int k = 0; k < 2; k++) {  /* the offsets file (header only, as created), then the empty segment */
+        snprintf(name, sizeof name, k ? "%020" PRIu64 ".seg" : "%020" PRIu64 ".offsets.idx", p + 1);
+        snprintf(path, sizeof path, "%s/%s", f->dir, name);
+        FILE *fp = fopen(path, "wb");
+        assert_non_null(fp);
+        if (!k) { static const char hdr[32] = "EVSOFFS"; fwrite(hdr, 1, sizeof hdr, fp); }
+        fclose(fp);
+    }
+    evs_options o;
+    evs_options_init(&o);
+    o.read_only = 1;
+    o.log = fx_log_cb;
+    o.log_ctx = &f->log;
+    evs_store *ro = NULL;
+    int rc = evs_open(f->dir, &o, &ro);
+    if (rc) fprintf(stderr, "%s", f->log.text);
+    assert_int_equal(rc, 0);
+    assert_int_equal(evs_position(ro), p);
+    assert_int_equal(evs_refresh(ro), 0);  /* and a refresh leaves it alone too */
+    assert_int_equal(evs_position(ro), p);
+    evs_close(ro);
+    /* real damage in a segment holding published records is still reported */
+    snprintf(path, sizeof path, "%s/%020d.seg", f->dir, 1);
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    fputc('X', fp);
+    fclose(fp);
+    ro = NULL;
+    assert_int_equal(evs_open(f->dir, &o, &ro), EVS_ECORRUPT);
+    evs_close(ro);
+}
+
+/* A vfs whose list_dir, once armed, lets the writer go on right after the
+ * listing: it appends past a roll and closes, which writes a checkpoint
+ * naming a segment the listing did not see. */
+typedef struct late_ctx { fx *f; int armed; } late_ctx;
+static late_ctx g_late;
+
+static int late_list_dir(const evs_vfs *vfs, const char *path, int (*cb)(void *, const char *), void *cbctx)
+{
+    (void)vfs;
+    const evs_vfs *px = evs__vfs_posix();
+    int rc = px->list_dir(px, path, cb, cbctx);
+    if (g_late.armed) {
+        g_late.armed = 0;
+        append_big(g_late.f->s, 20);
+        fx_close(g_late.f);  /* the final checkpoint */
+    }
+    return rc;
+}
+
+/* The index thread writes checkpoint.idx after the writer rolled past the
+ * segments a follower listed: the follower's open must not take the
+ * checkpoint it then reads for a log that "no longer holds" its position
+ * (it used to refuse: indexes missing or damaged). */
+static void test_read_only_open_checkpoint_after_listing(void **state)
+{
+    fx *f = *state;
+    f->opt.segment_size = 64u << 10;
+    fx_open(f);
+    append_big(f->s, 4);
+    fx_reopen(f);  /* a checkpoint at 4 */
+    uint64_t p = evs_position(f->s);
+    evs_vfs late = *evs__vfs_posix();
+    late.name = "late";
+    late.list_dir = late_list_dir;
+    g_late.f = f;
+    g_late.armed = 1;
+    evs_options o;
+    evs_options_init(&o);
+    o.read_only = 1;
+    o.vfs = &late;
+    o.log = fx_log_cb;
+    o.log_ctx = &f->log;
+    evs_store *ro = NULL;
+    int rc = evs_open(f->dir, &o, &ro);
+    if (rc) fprintf(stderr, "%s", f->log.text);
+    assert_int_equal(rc, 0);
+    assert_false(g_late.armed);
+    assert_true(evs_position(ro) >= p);
+    uint64_t now = 0;
+    assert_int_equal(evs_wait(ro, p + 20, WAIT_MS, &now), 0);  /* and it follows to the end */
+    assert_int_equal(now, p + 20);
+    evs_close(ro);
+}
+
 /* ---- kill -9 rounds ---- */
 
 enum { KILL_ROUNDS = 24, MAX_THREADS = 3, MAX_BATCH = 6 };
@@ -764,6 +877,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_only_open_during_rolls, fx_setup_closed, fx_teardown),
         cmocka_unit_test_setup_teardown(test_read_only_open_beside_segment_being_created, fx_setup_closed, fx_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_during_rolls, fx_setup_closed, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_open_mid_roll, fx_setup_closed, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_open_checkpoint_after_listing, fx_setup_closed, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
