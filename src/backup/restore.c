@@ -25,8 +25,10 @@
  *     last position, without any tail being cut: from the full archive's
  *     index checkpoint when it has one (recovery then scans only the log
  *     after it), else rebuilding the indexes from the log;
- *  4. evs_verify finds no problem. If the archive's indexes opened but fail
- *     it, they are deleted and 3 and 4 run once more, rebuilding them.
+ *  4. evs_verify finds no problem. If the archive's indexes fail to open
+ *     or close cleanly (a merge of a damaged run fails the store), or open
+ *     but fail verification, they are deleted and 3 and 4 run once more,
+ *     rebuilding them.
  * Files go to "<dir>.restoring" (each fsynced), which is renamed to dir only
  * after 4 (then the parent directory is fsynced). Any failure removes it.
  */
@@ -683,6 +685,19 @@ int evs_restore(const char *const *archives, size_t n, const char *dir, const ev
             rc = evs_open(tmp, &o, &s);
             if (rc == 0) rc = evs_stat(s, &st);
             int crc = evs_close(s);
+            if ((rc || crc) && attempt == 0 && had_idx) {
+                /* the archive's indexes may be what failed (a damaged run
+                 * found by recovery or by a merge of the index thread, which
+                 * fails the store): rebuild them from the log, once */
+                evs__logf(&lg, EVS_LOG_WARN, "restore: the store did not open or close cleanly with the archive's "
+                          "indexes (%s); rebuilding them from the log", evs_strerror(rc ? rc : crc));
+                if ((rc = remove_idx(vfs, tmp)) != 0) {
+                    rc = evs__bk_fail(&lg, info, rc, "removing the archive's indexes from %s: %s", tmp,
+                                      evs_strerror(rc));
+                    goto out;
+                }
+                continue;
+            }
             if (rc) {
                 rc = evs__bk_fail(&lg, info, rc == EVS_EFORMAT ? rc : EVS_ECORRUPT, "the restored files do not open "
                                   "as a store: %s (the store's log says why)", evs_strerror(rc));
