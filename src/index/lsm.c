@@ -518,8 +518,9 @@ int evs__lsm_scan(evs__lsm *l, const uint8_t key[16], uint64_t a_lo, uint64_t a_
     }
     for (size_t j = 0, off = 0; j < nmt; j++) {
         const evs__memtable *m = j == 0 ? l->mem : l->imm[l->nimm - j];
-        src[nsrc].arr = memcopy + off;
-        src[nsrc++].n = evs__mt_range(m, key, a_lo, a_hi, memcopy + off, cnt[j]);
+        evs_kv *dst = memcopy ? memcopy + off : NULL;  /* no arithmetic on NULL (nothing to copy) */
+        src[nsrc].arr = dst;
+        src[nsrc++].n = evs__mt_range(m, key, a_lo, a_hi, dst, cnt[j]);
         off += cnt[j];
     }
     pthread_rwlock_unlock(&l->lock);
