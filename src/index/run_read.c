@@ -416,5 +416,26 @@ int evs__cursor_next(evs__cursor *c)
 {
     if (!c->valid)
         return 0;
-    return cursor_load(c, c->blk, c->idx + 1);
+    /* Checksums prove a block is what was written, not that the writer kept
+     * its order: each step compares the new entry with the one before (within
+     * a block and across a block boundary), and the end of the run with its
+     * last-entry fence, so no reader (scans, merges) is handed a run whose
+     * entries are not strictly increasing. One comparison per entry. */
+    const evs__run *r = c->run;
+    evs_kv prev = c->cur;
+    uint64_t pblk = c->blk;
+    uint32_t pidx = c->idx;
+    int rc = cursor_load(c, c->blk, c->idx + 1);
+    if (rc)
+        return rc;
+    if (c->valid ? evs__kv_cmp(c->cur.key, c->cur.a, prev.key, prev.a) <= 0
+                 : evs__kv_cmp(prev.key, prev.a, r->fences[r->h.nblocks].key,
+                               r->fences[r->h.nblocks].a) != 0) {
+        uint64_t off = c->valid ? (uint64_t)EVS_RUN_BLOCK * (1 + c->blk) + (uint64_t)c->idx * EVS_KV_SIZE
+                                : (uint64_t)EVS_RUN_BLOCK * (1 + pblk) + (uint64_t)pidx * EVS_KV_SIZE;
+        const char *what = c->valid ? "run entries out of order" : "run's last entry differs from its last fence";
+        c->valid = 0;
+        return EVS_CORRUPT_HERE(r->lg, r->path, off, what);
+    }
+    return 0;
 }

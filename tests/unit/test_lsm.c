@@ -1004,6 +1004,88 @@ static void test_verify_reports_order_and_fences(void **state)
     assert_null(l);
 }
 
+/* Set entry idx of block blk of run file path to (key k, a) and re-seal the
+ * block's checksum: the file is as valid as the writer's, but unordered. */
+static void reseal_entry(const char *path, long blk, int idx, uint64_t k, uint64_t a)
+{
+    FILE *f = fopen(path, "r+b");
+    uint8_t b[4096];
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 4096L * (1 + blk), SEEK_SET), 0);
+    assert_int_equal(fread(b, 1, 4096, f), 4096);
+    mkkey(b + 32 * idx, k);
+    evs__put64(b + 32 * idx + 16, a);
+    evs__put64(b + 4088, XXH3_64bits(b, 4088));
+    assert_int_equal(fseek(f, 4096L * (1 + blk), SEEK_SET), 0);
+    assert_int_equal(fwrite(b, 1, 4096, f), 4096);
+    fclose(f);
+}
+
+/* Finding 9 of docs/RELIABILITY.md (fuzz_index): run files whose checksums
+ * are right but whose entries are not strictly increasing — a duplicate
+ * inside a block, a block whose last entry reaches the next block's first,
+ * a last entry that is not the last fence — must be refused as corrupt by
+ * scans and merges, not handed on (a scan returned one version twice). */
+static void test_unordered_run_is_corrupt(void **state)
+{
+    fixture *fx = *state;
+    /* key 7 with versions a = 1..300, then (8, 1): blocks of 127, 127 and 47 entries */
+    struct { long blk; int idx; uint64_t k, a; const char *what; } cases[] = {
+        {0, 11, 7, 11, "duplicate inside a block"},      /* entry 11 holds a = 12; 10 holds 11 */
+        {0, 20, 7, 5, "backwards inside a block"},
+        {0, 126, 7, 128, "block 0's last entry = block 1's first"},
+        {1, 126, 7, 300, "block 1's last entry past block 2's first"},
+        {2, 46, 9, 1, "the last entry is not the last fence"},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        char dir[600], fname[256], path[1024];
+        print_message("  case %zu: %s\n", ci, cases[ci].what);
+        snprintf(dir, sizeof dir, "%s/c%zu", fx->dir, ci);
+        assert_int_equal(mkdir(dir, 0755), 0);
+        evs__lsm *l = open_idx(dir, 0, NULL);
+        for (uint64_t a = 1; a <= 300; a++)
+            put(l, 7, a, a + 1000);
+        put(l, 8, 1, 2);  /* the last entry and fence: block 2, index 46 */
+        assert_int_equal(evs__lsm_checkpoint(l, 301), 0);
+        evs__lsm_close(l);
+        nth_run(dir, 0, fname, sizeof fname);
+        path_of(path, sizeof path, dir, fname);
+        /* the last case replaces (8, 1) by (9, 1): still in order, but not the fence */
+        reseal_entry(path, cases[ci].blk, cases[ci].idx, cases[ci].k, cases[ci].a);
+
+        l = open_idx(dir, 0, NULL);  /* open reads header and fences only: they are intact */
+        uint8_t key[16];
+        evs_kv out[400];
+        size_t n = 99;
+        mkkey(key, 7);
+        if (ci < 4) {
+            /* the scan of key 7 meets the bad entry */
+            assert_int_equal(evs__lsm_scan(l, key, 0, UINT64_MAX, out, 400, &n), EVS_ECORRUPT);
+            assert_int_equal(n, 0);
+        } else {
+            /* a scan stops at the next key, so it never meets the run's end: all of key 7 */
+            assert_int_equal(evs__lsm_scan(l, key, 0, UINT64_MAX, out, 400, &n), 0);
+            assert_int_equal(n, 300);
+            for (size_t j = 0; j < n; j++)
+                assert_int_equal(out[j].a, j + 1);
+        }
+        evs__lsm_close(l);
+
+        /* a merge of the run with itself refuses it too (was EVS_EINVAL from the writer) */
+        evs__run *r = NULL, *m = NULL;
+        assert_int_equal(evs__run_open(posix(), NULL, dir, fname, &r), 0);
+        evs__run *in[2] = {r, r};
+        assert_int_equal(evs__merge_runs(posix(), NULL, dir, "streams", 999, in, 2, &m), EVS_ECORRUPT);
+        assert_null(m);
+        evs__run_unref(r);
+
+        problem_log pl = { 0 };
+        uint64_t problems = 0;
+        assert_int_equal(evs__lsm_verify(posix(), dir, "streams", problem_cb, &pl, &problems), 0);
+        assert_true(problems >= 1);
+    }
+}
+
 static void test_damaged_manifest_and_header(void **state)
 {
     fixture *fx = *state;
@@ -1459,6 +1541,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_merges_independent_of_timing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_reports_order_and_fences, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unordered_run_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_manifest_and_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_writes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_during_checkpoint_is_atomic, setup, teardown),
