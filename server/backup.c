@@ -163,10 +163,13 @@ static void backup_free(void *cls)
     pthread_cond_broadcast(&b->room);
     pthread_mutex_unlock(&b->mu);
     if (b->started) pthread_join(b->thread, NULL);  /* it stops at its next write or progress call */
+    evsd_server *srv = b->srv;
+    int started = b->started;
     pthread_cond_destroy(&b->room);
     pthread_mutex_destroy(&b->mu);
     free(b->ring);
     free(b);
+    if (started) atomic_fetch_sub(&srv->backups_open, 1);  /* last: nothing of this backup is left */
 }
 
 static int parse_since(const char *s, uint64_t *out)
@@ -220,6 +223,7 @@ enum MHD_Result evsd_route_backup(evsd_req *r)
         return evsd_error(r, 503, "unavailable", "cannot start a backup thread");
     }
     b->started = 1;
+    atomic_fetch_add(&srv->backups_open, 1);
     char disposition[128];
     if (since) snprintf(disposition, sizeof disposition, "attachment; filename=\"evstore-backup-since-%" PRIu64 ".tar.zst\"", since);
     else snprintf(disposition, sizeof disposition, "attachment; filename=\"evstore-backup.tar.zst\"");

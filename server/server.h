@@ -38,6 +38,7 @@ typedef struct evsd_server {
     atomic_int inflight;             /* appends queued to the writer, not yet answered */
     atomic_int in_handler;           /* libmicrohttpd threads inside the request handler now */
     atomic_int streams_open;         /* streamed answers (reads, watches) not yet finished */
+    atomic_int backups_open;         /* GET /backup answers whose helper thread is not joined yet */
     struct evsd_auth *auth;          /* NULL when authentication is off */
 } evsd_server;
 
