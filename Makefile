@@ -40,7 +40,9 @@ run: build
 # Crash torture, TORTURE_MINUTES in all (default 10): a third for the engine,
 # two thirds for the server (its rounds are about 15 times longer):
 #  1. torture_engine: random power cuts (simulated, through the fault-injecting
-#     I/O layer), I/O error injection and kill -9 rounds of a library writer;
+#     I/O layer; under --fsync always, and under interval/never where only
+#     what a completed sync covered must survive), I/O error injection and
+#     kill -9 rounds of a library writer;
 #  2. torture_server: the real evstored under concurrent HTTP writers, watchers
 #     and readers, SIGKILLed at random moments, restarted and checked;
 #  3. then the full-size load and abuse run (EVS_ABUSE_SCALE=10 test_abuse,
