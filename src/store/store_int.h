@@ -42,9 +42,11 @@ typedef struct evs_segment {
     _Atomic uint64_t count;      /* committed records in it */
 } evs_segment;
 
-/* One stream. Allocated once, never moved or freed while the store is open. */
+/* One stream. Allocated once from its table's arena (evs_stream_blk), never
+ * moved or freed while the store is open: 64 bytes plus the name, rounded up
+ * to 8. Its key in the streams index, the XXH3-128 of its name, is not kept:
+ * it is computed where it is needed (evs__stream_hash, a few ns). */
 typedef struct evs_stream {
-    uint8_t hash[16];            /* XXH3-128 of the name: the key in the streams index */
     uint64_t version;            /* committed version (0 = not yet visible) — tbl_lock */
     uint64_t first_pos;          /* position of version 1 — tbl_lock */
     uint64_t last_pos;           /* position of the committed last version — tbl_lock */
@@ -95,13 +97,23 @@ typedef struct evs_name_index {
 /* Open-addressing hash table of streams by name, plus the name order: every
  * stream is either in `sorted` or in `fresh` (inserted since sorted was
  * built). All fields under tbl_lock (insert: write; listing: read). */
+/* A block of the stream arena: streams are carved from it back to back (no
+ * malloc header, no rounding to malloc's size classes) and freed only with
+ * the table. */
+typedef struct evs_stream_blk {
+    struct evs_stream_blk *prev; /* the block filled before this one */
+    size_t used, cap;            /* bytes of mem handed out, and its size */
+    _Alignas(8) unsigned char mem[];
+} evs_stream_blk;
+
 typedef struct evs_stream_table {
-    evs_stream **slots;          /* cap entries, NULL = empty */
+    evs_stream **slots;          /* cap entries, NULL = empty (evs__big_zalloc) */
     size_t cap;                  /* power of two */
     size_t count;                /* streams in the table (some may be version 0 while staged) */
     evs_name_index *sorted;      /* or NULL (no stream sorted yet) */
     evs_stream **fresh;          /* in insertion order */
     size_t nfresh, freshcap;
+    evs_stream_blk *arena;       /* where the streams live: the block being filled */
 } evs_stream_table;
 
 #define EVS_FRESH_SORT 4096u     /* fresh streams above which they are merged into `sorted` */

@@ -65,7 +65,7 @@ evs_stream *evs__streams_find(evs_stream_table *t, const char *name, size_t len)
 
 static int grow_to(evs_stream_table *t, size_t cap)
 {
-    evs_stream **slots = calloc(cap, sizeof *slots);
+    evs_stream **slots = evs__big_zalloc(cap * sizeof *slots);
     if (!slots) return EVS_ENOMEM;
     for (size_t i = 0; i < t->cap; i++) {
         evs_stream *e = t->slots[i];
@@ -74,13 +74,37 @@ static int grow_to(evs_stream_table *t, size_t cap)
         while (slots[j]) j = (j + 1) & (cap - 1);
         slots[j] = e;
     }
-    free(t->slots);
+    evs__big_free(t->slots, t->cap * sizeof *t->slots);
     t->slots = slots;
     t->cap = cap;
     return 0;
 }
 
 static int grow(evs_stream_table *t) { return grow_to(t, t->cap ? t->cap * 2 : 1024); }
+
+#define ARENA_FIRST ((size_t)4 << 10)   /* the first block; each next one twice as big ... */
+#define ARENA_MAX ((size_t)1 << 20)     /* ... up to this */
+
+/* A zeroed stream with room for a name of len bytes and its NUL, from the arena. */
+static evs_stream *arena_new(evs_stream_table *t, size_t len)
+{
+    size_t size = (sizeof(evs_stream) + len + 1 + 7) & ~(size_t)7;
+    evs_stream_blk *b = t->arena;
+    if (!b || b->cap - b->used < size) {
+        size_t cap = b ? EVS_MIN(b->cap * 2, ARENA_MAX) : ARENA_FIRST;
+        if (cap < size) cap = size;
+        evs_stream_blk *nb = malloc(sizeof *nb + cap);
+        if (!nb) return NULL;
+        nb->prev = b;
+        nb->used = 0;
+        nb->cap = cap;
+        t->arena = b = nb;
+    }
+    evs_stream *e = (evs_stream *)(void *)(b->mem + b->used);
+    b->used += size;
+    memset(e, 0, size);
+    return e;
+}
 
 /* The caller holds tbl_lock for writing (readers probe the same slots). */
 int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_stream **out)
@@ -96,12 +120,11 @@ int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_s
         t->fresh = f;
         t->freshcap = cap;
     }
-    evs_stream *e = calloc(1, sizeof *e + len + 1);
+    evs_stream *e = arena_new(t, len);
     if (!e) return EVS_ENOMEM;
     t->fresh[t->nfresh++] = e;
     memcpy(e->name, name, len);
     e->name_len = (uint16_t)len;
-    evs__stream_hash(name, len, e->hash);
     size_t i = slot_of(t, name, len);
     while (t->slots[i]) i = (i + 1) & (t->cap - 1);
     t->slots[i] = e;
@@ -112,9 +135,12 @@ int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_s
 
 void evs__streams_free(evs_stream_table *t)
 {
-    for (size_t i = 0; i < t->cap; i++)
-        free(t->slots[i]);
-    free(t->slots);
+    while (t->arena) {
+        evs_stream_blk *b = t->arena;
+        t->arena = b->prev;
+        free(b);
+    }
+    evs__big_free(t->slots, t->cap * sizeof *t->slots);
     evs__names_unref(t->sorted);
     free(t->fresh);
     memset(t, 0, sizeof *t);

@@ -369,7 +369,9 @@ static void check_record(vctx *v, evs_segment *g, uint64_t off, const evs_rec *r
                     rc ? "is missing" : "maps to another position");
     }
     if (s->sidx && rec->position <= v->streams_covered) {
-        int rc = evs__lsm_get(s->sidx, st->hash, rec->version, &kv);
+        uint8_t key[16];
+        evs__stream_hash(rec->stream, rec->stream_len, key);
+        int rc = evs__lsm_get(s->sidx, key, rec->version, &kv);
         if (rc || kv.a != rec->version || kv.b != rec->position)
             problem(v, "streams index", rec->position, "stream entry of position %" PRIu64 " %s", rec->position,
                     rc || kv.a != rec->version ? "is missing" : "maps to another position");
