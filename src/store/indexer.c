@@ -44,6 +44,7 @@
  * index thread finishes every job and every merge before it exits.
  */
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <xxhash.h>
@@ -65,6 +66,7 @@ typedef struct evs_indexer {
     int sort_check;              /* a job ran: new streams may be due for the name order. Not at
                                     open: the streams loaded then are sorted by the first listing
                                     that needs it, so an open + close never waits for a sort */
+    int trim_due;                /* a job ran: trim malloc's arenas once idle (arena_trim) */
 } evs_indexer;
 
 void evs__ckpt_job_free(evs_ckpt_job *job)
@@ -132,6 +134,21 @@ static int merge_step(evs_store *s)
     return more;
 }
 
+/* Once the work a checkpoint brings is done (its job, merges, the name
+ * order): hand the pages malloc holds free back to the kernel. A job frees
+ * the stream changes of an interval and the name order is rebuilt into a new
+ * array; those are large blocks, and glibc keeps a freed block of a thread's
+ * arena resident (it raises its mmap threshold to the size of large blocks
+ * freed, so the next ones come from the arenas). Tens of MiB at a million
+ * streams; the trim costs a walk of the arenas' free lists, once per
+ * checkpoint interval. */
+static void arena_trim(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static void *indexer_main(void *arg)
 {
     evs_store *s = arg;
@@ -144,7 +161,7 @@ static void *indexer_main(void *arg)
             ix->head = job->next;
             if (!ix->head) ix->tail = NULL;
             pthread_mutex_unlock(&ix->mu);
-            if (!failed && run_job(s, job) == 0) ix->merge_more = ix->sort_check = 1;  /* the new runs may make a merge due */
+            if (!failed && run_job(s, job) == 0) ix->merge_more = ix->sort_check = ix->trim_due = 1;  /* the new runs may make a merge due */
             evs__ckpt_job_free(job);
             pthread_mutex_lock(&ix->mu);
             ix->pending--;
@@ -163,6 +180,13 @@ static void *indexer_main(void *arg)
             pthread_mutex_unlock(&ix->mu);
             /* (on ENOMEM listings copy more fresh streams: no harm, tried again after the next job) */
             if (evs__streams_sort_due(s)) evs__streams_sort(s);
+            pthread_mutex_lock(&ix->mu);
+            continue;
+        }
+        if (ix->trim_due && !ix->stop) {
+            ix->trim_due = 0;
+            pthread_mutex_unlock(&ix->mu);
+            arena_trim();
             pthread_mutex_lock(&ix->mu);
             continue;
         }
