@@ -16,12 +16,14 @@
  *  1. fdatasync the offsets file of C's segment (earlier segments were
  *     synced when sealed; the log itself is durable up to C: the writer
  *     synced it before freezing);
- *  2. append the streams.idx chunk of the job's stream changes (or rewrite
- *     the file when it has doubled), fdatasync;
+ *  2. append the stream table chunk of the job's stream changes (or rewrite
+ *     the table into the next generation's file when it has doubled), fdatasync;
  *  3. each index: write the oldest frozen table as a run, fsync, rename,
  *     fsync the directory, then its manifest covering C, then drop the table;
  *  4. projection index headers, claiming at most C;
- *  5. checkpoint.idx (C, streams.idx length, where C ends), temp + rename.
+ *  5. checkpoint.idx (C, the stream table's generation and length, where C
+ *     ends), temp + rename; then the stream table file of the generation a
+ *     rewrite replaced, if any, is removed.
  *  A crash anywhere leaves checkpoint.idx at an earlier job and each index's
  *  manifest at that job or this one: recovery scans from the smallest.
  *
@@ -43,6 +45,7 @@
  * CLOSE: the writer stops, evs__checkpoint freezes what is left, and the
  * index thread finishes every job and every merge before it exits.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -85,6 +88,7 @@ static int write_checkpoint_file(evs_store *s, const evs_ckpt_job *job)
     evs__put64(b + 24, s->streams_file_len);
     evs__put64(b + 32, job->seg->base);
     evs__put64(b + 40, job->end_off);
+    evs__put64(b + 48, s->streams_gen);
     evs__put64(b + 56, XXH3_64bits(b, 56));
     int rc = evs__store_path(s, path, sizeof path, EVS_CHECKPOINT_FILE);
     if (rc) return rc;
@@ -117,6 +121,18 @@ static int run_job(evs_store *s, const evs_ckpt_job *job)
     if ((rc = write_checkpoint_file(s, job)) != 0) goto out;
     atomic_store(&s->ckpt_position, job->covered);
     evs__logf(&s->log, EVS_LOG_DEBUG, "checkpoint at position %" PRIu64, job->covered);
+    if (s->streams_old_gen != s->streams_gen) {
+        /* the stream table was rewritten into a new generation, which the
+         * checkpoint just made durable names: the old file is garbage (a
+         * failure to remove it is harmless: the next writable open does) */
+        char path[4096], fname[EVS_STREAMS_FNAME_MAX];
+        evs__streams_fname(s->streams_old_gen, fname);
+        int urc = evs__store_path(s, path, sizeof path, fname);
+        if (urc == 0) urc = s->vfs->unlink(s->vfs, path);
+        if (urc && urc != -ENOENT)
+            evs__logf(&s->log, EVS_LOG_WARN, "could not remove the old stream table %s (rc %d); the next open will", fname, urc);
+        s->streams_old_gen = s->streams_gen;
+    }
 out:
     if (rc) evs__fail(s, rc, what);
     return rc;

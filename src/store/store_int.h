@@ -170,7 +170,10 @@ struct evs_store {
     uint64_t frozen_position;    /* writer: position covered by the last freeze */
     uint64_t since_ckpt;         /* writer: events committed since the last freeze */
     evs_changes changes;         /* writer (and recovery): stream changes since the last freeze */
-    uint64_t streams_file_len;   /* index thread: valid bytes of streams.idx */
+    uint64_t streams_gen;        /* index thread: generation of the stream table file (evs__streams_fname) */
+    uint64_t streams_old_gen;    /* index thread: the generation a rewrite replaced, removed once
+                                    checkpoint.idx names the new one (streams_gen when none) */
+    uint64_t streams_file_len;   /* index thread: valid bytes of the stream table file */
     uint64_t streams_live_bytes; /* index thread: bytes of one chunk listing every persisted stream */
     struct evs_indexer *ix;      /* the index thread and its job queue (indexer.c); NULL read-only */
 
@@ -230,7 +233,17 @@ void evs__stream_hash(const char *name, size_t len, uint8_t out[16]);
 evs_stream *evs__streams_find(evs_stream_table *t, const char *name, size_t len);
 int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_stream **out);
 void evs__streams_free(evs_stream_table *t);
-int evs__streams_load(evs_store *s, uint64_t valid_len);
+/* The stream table file of generation gen: "streams.idx" for 0 (the only one
+ * a store had before rewrites got their own names), else
+ * "streams.<gen, 20 digits>.idx". checkpoint.idx names the generation. */
+#define EVS_STREAMS_FNAME_MAX 40
+void evs__streams_fname(uint64_t gen, char out[EVS_STREAMS_FNAME_MAX]);
+/* Is fname a stream table file (of any generation; *gen set)? */
+int evs__streams_is_fname(const char *fname, uint64_t *gen);
+/* Read the first valid_len bytes of the stream table of generation gen (or
+ * of the open file f, borrowed) into the table (at open, before any reader). */
+int evs__streams_load(evs_store *s, uint64_t gen, uint64_t valid_len);
+int evs__streams_load_from(evs_store *s, evs_file *f, uint64_t valid_len);
 /* Merge the fresh streams into the name order (O(streams), outside tbl_lock
  * but for two short holds; one sorter at a time). Index thread, listings. */
 int evs__streams_sort(evs_store *s);
