@@ -558,8 +558,8 @@ static void test_memtable_model(void **state)
         evs__memtable *mt = NULL;
         assert_int_equal(evs__mt_new_sized(&mt, sizes[t]), 0);
         size_t slots0 = evs__mt_slots(mt), keys = 0;
-        const uint64_t hot = 40, cold = 60000;  /* hot keys get many pairs, cold ones mostly one */
-        for (int i = 0; i < 150000; i++) {
+        const uint64_t hot = 40, cold = 40000;  /* hot keys get many pairs, cold ones mostly one */
+        for (int i = 0; i < 60000; i++) {
             int is_hot = rng_below(&r, 4) == 0;
             uint64_t k = is_hot ? rng_below(&r, hot) : hot + rng_below(&r, cold);
             evs_kv e = kv(k, is_hot ? rng_below(&r, 5000) : rng_below(&r, 3), rng_next(&r));
@@ -574,7 +574,7 @@ static void test_memtable_model(void **state)
             assert_int_equal(evs__mt_keys(mt), keys);
         }
         assert_true(evs__mt_slots(mt) > slots0);  /* it grew */
-        for (int q = 0; q < 20000; q++) {
+        for (int q = 0; q < 10000; q++) {
             uint64_t k = rng_below(&r, 4) == 0 ? rng_below(&r, hot) : rng_below(&r, hot + cold + 10);
             uint8_t key[16];
             mkkey(key, k);
