@@ -63,6 +63,12 @@ int evs__buf_reserve(evs_buf *b, size_t extra);            /* ensure len + extra
 int evs__buf_append(evs_buf *b, const void *p, size_t n);
 void evs__buf_free(evs_buf *b);
 
+/* Zeroed memory for large arrays (util/bigmem.c): from 1 MiB on an anonymous
+ * mapping (resident only where written, returned to the kernel when freed),
+ * below that calloc. Free with the size it was allocated with. */
+void *evs__big_zalloc(size_t size);
+void evs__big_free(void *p, size_t size);
+
 /* ---- paths ---- */
 /* Join dir and name into out (cap bytes). Returns -ENAMETOOLONG when it does not fit. */
 int evs__path(char *out, size_t cap, const char *dir, const char *name);

@@ -194,9 +194,8 @@ static void ix_release(bk_ctx *k)
     k->idx_covered = 0;
 }
 
-/* Does streams.idx (open as f) hold, in exactly its first len bytes, chunks
- * the last of which was written by the checkpoint at c? (A rewrite that
- * replaced the file since checkpoint.idx was read would not.) */
+/* Does the stream table (open as f) hold, in exactly its first len bytes,
+ * chunks the last of which was written by the checkpoint at c? */
 static int streams_prefix_is(evs_file *f, uint64_t len, uint64_t c)
 {
     uint64_t off = 0, last = 0;
@@ -218,11 +217,12 @@ static int streams_prefix_is(evs_file *f, uint64_t len, uint64_t c)
  * Before the segment snapshot: read checkpoint.idx (C), pin both indexes
  * (their manifests cover at least C: they are written before checkpoint.idx,
  * and at most the position committed now, which the snapshot cannot be
- * below) and open streams.idx, checking that its first streams_len bytes are
- * still the chunks checkpoint.idx names (a compaction may have replaced the
- * file in between: then try again). The open file keeps the bytes we
- * checked even if a compaction renames a new one over it later (POSIX), and
- * appends only go past them. No lock is taken: the index thread and the
+ * below) and open the stream table file of the generation it names,
+ * checking that its first streams_len bytes are the chunks checkpoint.idx
+ * names (a rewrite into the next generation, a checkpoint naming it and the
+ * removal of the old file may all happen in between: the open fails or the
+ * check does, then try again). The open file keeps the bytes we checked even
+ * if it is removed later (POSIX), and appends only go past them. No lock is taken: the index thread and the
  * writer carry on. Nothing is captured (and the archive holds no index)
  * when there is no checkpoint yet or no consistent view is found.
  */
@@ -248,6 +248,8 @@ static int capture_indexes(bk_ctx *k)
             return 0;
         }
         uint64_t c = evs__get64(ck + 16), slen = evs__get64(ck + 24);
+        char sname[EVS_STREAMS_FNAME_MAX];  /* the stream table file of the generation it names */
+        evs__streams_fname(evs__get64(ck + 48), sname);
         if ((rc = evs__lsm_pin(s->ids, &k->pins[0])) != 0 || (rc = evs__lsm_pin(s->sidx, &k->pins[1])) != 0) {
             free(ck);
             ix_release(k);
@@ -255,7 +257,7 @@ static int capture_indexes(bk_ctx *k)
         }
         int ok = evs__lsm_pin_covered(k->pins[0]) >= c && evs__lsm_pin_covered(k->pins[1]) >= c;
         if (ok && slen) {
-            ok = evs__store_path(s, path, sizeof path, EVS_STREAMS_FILE) == 0 &&
+            ok = evs__store_path(s, path, sizeof path, sname) == 0 &&
                  s->vfs->open(s->vfs, path, EVS_O_RDONLY, &f) == 0 && streams_prefix_is(f, slen, c);
         }
         if (!ok) {
@@ -267,7 +269,7 @@ static int capture_indexes(bk_ctx *k)
         k->idx_covered = c;
         if ((rc = ix_add(k, EVS_CHECKPOINT_FILE, NULL, ck, 64)) != 0) { evs__fclose(f); goto fail; }
         if (slen) {
-            if ((rc = ix_add(k, EVS_STREAMS_FILE, f, NULL, slen)) != 0) { evs__fclose(f); goto fail; }
+            if ((rc = ix_add(k, sname, f, NULL, slen)) != 0) { evs__fclose(f); goto fail; }
             k->ix[k->nix - 1].own_f = 1;
         }
         for (int i = 0; i < 2; i++) {

@@ -59,7 +59,7 @@ int evs__bk_manifest_decode(const char *text, size_t len, evs_bk_manifest *m, ch
 void evs__bk_manifest_free(evs_bk_manifest *m);
 
 /* Is name one of the index files an archive may hold (checkpoint.idx,
- * streams.idx, <20 digits>.offsets.idx, ids|streams.manifest.idx,
+ * streams.idx or streams.<20 digits>.idx, <20 digits>.offsets.idx, ids|streams.manifest.idx,
  * ids|streams-<20 digits>.idx)? */
 int evs__bk_idx_name(const char *name);
 

@@ -71,6 +71,7 @@ int evs__bk_idx_name(const char *name)
     if (n == 32 && !strcmp(name + 20, ".offsets.idx") && digits20(name)) return 1;
     if (n == 28 && !strncmp(name, "ids-", 4) && digits20(name + 4) && !strcmp(name + 24, ".idx")) return 1;
     if (n == 32 && !strncmp(name, "streams-", 8) && digits20(name + 8) && !strcmp(name + 28, ".idx")) return 1;
+    if (n == 32 && !strncmp(name, "streams.", 8) && digits20(name + 8) && !strcmp(name + 28, ".idx")) return 1;
     return 0;
 }
 

@@ -80,7 +80,7 @@ struct evs__lsm {
     evs__memtable *imm[LSM_MAX_IMM]; /* frozen, not yet in a run; oldest first */
     uint64_t imm_cov[LSM_MAX_IMM];   /* the covered position each was frozen at */
     size_t nimm;            /* frozen tables */
-    evs__memtable *spare;   /* an empty table the flusher made ready for the next freeze, or NULL */
+    size_t min_slots;       /* owner: the size evs__lsm_presize asked for (the least a fresh mem gets) */
     lsm_version *cur;       /* the runs readers search */
     size_t mem_count;       /* entries in mem + imm (atomic access: read from any thread) */
     /* owner state */
@@ -162,7 +162,6 @@ static void lsm_free(evs__lsm *l)
     evs__mt_free(l->mem);
     for (size_t i = 0; i < l->nimm; i++)
         evs__mt_free(l->imm[i]);
-    evs__mt_free(l->spare);
     pthread_rwlock_destroy(&l->lock);
     free(l->dir);
     free(l->name);
@@ -688,31 +687,23 @@ static void lsm_discard(evs__lsm *l, lsm_version *nv, int renamed)
     version_unref(nv);
 }
 
-/* Flusher: have an empty table as large as mem ready for the owner's next
- * freeze, so that the owner never waits for a large allocation (glibc serves
- * a large calloc from the heap, zeroing it, once a free has raised its mmap
- * threshold). Best effort: without one, freeze allocates. */
-static void lsm_make_spare(evs__lsm *l)
+/* Slots for a memtable that is to hold `keys` keys with an eighth to spare
+ * (the table keeps its load under 3/4): a checkpoint interval is a count of
+ * events, but a freeze comes after the group commit that reaches it. */
+static size_t lsm_slots_for(size_t keys)
 {
-    evs__memtable *m = NULL, *old = NULL;
-    pthread_rwlock_rdlock(&l->lock);
-    size_t want = evs__mt_slots(l->mem), have = l->spare ? evs__mt_slots(l->spare) : 0;
-    pthread_rwlock_unlock(&l->lock);
-    if (have >= want || evs__mt_new_sized(&m, want) != 0)
-        return;
-    pthread_rwlock_wrlock(&l->lock);
-    old = l->spare;
-    l->spare = m;
-    pthread_rwlock_unlock(&l->lock);
-    evs__mt_free(old);
+    keys += keys / 8;
+    return keys + keys / 3 + 1;
 }
 
 void evs__lsm_presize(evs__lsm *l, size_t entries)
 {
     evs__memtable *m = NULL;
-    size_t slots = entries + entries / 3 + 1;  /* the table keeps its load under 3/4 */
-    if (l->read_only || evs__mt_entries(l->mem) != 0 || evs__mt_slots(l->mem) >= slots ||
-        evs__mt_new_sized(&m, slots) != 0)
+    size_t slots = lsm_slots_for(entries);
+    if (l->read_only)
+        return;
+    l->min_slots = slots;
+    if (evs__mt_entries(l->mem) != 0 || evs__mt_slots(l->mem) >= slots || evs__mt_new_sized(&m, slots) != 0)
         return;
     pthread_rwlock_wrlock(&l->lock);
     evs__memtable *old = l->mem;
@@ -729,16 +720,14 @@ int evs__lsm_freeze(evs__lsm *l, uint64_t covered)
         return EVS_EREADONLY;
     if (evs__mt_entries(l->mem) == 0 && covered == l->frozen_cov)
         return 0;  /* nothing would change */
-    /* the next table starts at the size this one reached (no rehashing cycle after
-     * cycle); the flusher usually has one ready, allocated (and zeroed) on its time */
-    size_t want = evs__mt_slots(l->mem);
-    pthread_rwlock_wrlock(&l->lock);
-    if (l->spare && evs__mt_slots(l->spare) >= want) {
-        fresh = l->spare;
-        l->spare = NULL;
-    }
-    pthread_rwlock_unlock(&l->lock);
-    if (!fresh && (rc = evs__mt_new_sized(&fresh, want)) != 0)
+    /* the next table is sized for as many keys as this one holds (no rehashing
+     * cycle after cycle; the stores' intervals are alike), at least for what
+     * presize asked for; its pages cost nothing until written, so making it
+     * here is O(1) */
+    size_t want = lsm_slots_for(evs__mt_keys(l->mem));
+    if (want < l->min_slots)
+        want = l->min_slots;
+    if ((rc = evs__mt_new_sized(&fresh, want)) != 0)
         return rc;
     pthread_rwlock_wrlock(&l->lock);
     if (l->nimm == LSM_MAX_IMM) {
@@ -796,7 +785,6 @@ int evs__lsm_flush(evs__lsm *l)
     lsm_install(l, nv, 1);
     nv = NULL;
     l->covered = covered;
-    lsm_make_spare(l);
 out:
     lsm_discard(l, nv, renamed);
     return rc;

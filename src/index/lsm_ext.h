@@ -26,9 +26,10 @@ int evs__lsm_get_last(evs__lsm *l, const uint8_t key[16], uint64_t a_max, evs_kv
 /**
  * Owner, before the first put: size the in-memory table for `entries` keys,
  * so that it does not rehash while it fills (each doubling rehashes the whole
- * table under the index's write lock: tens of ms at 100,000s of keys). Later
- * tables start at the size the previous one reached. Memory is only touched
- * as keys arrive (calloc'd pages). No-op on a non-empty table.
+ * table under the index's write lock: tens of ms at 100,000s of keys), with
+ * an eighth to spare. Later tables are sized for the keys the previous one
+ * held, never smaller than this. Memory is only touched as keys arrive
+ * (evs__big_zalloc). No-op on a non-empty table.
  */
 void evs__lsm_presize(evs__lsm *l, size_t entries);
 

@@ -2,8 +2,9 @@
  * memtable.h — the in-memory table of an index: entries put since the last
  * checkpoint, before they are written as a run file.
  *
- * A hash map from key to a small growable array of (a, b) kept sorted by a
- * with unique a. put is O(1) amortized when a arrives in ascending order per
+ * A hash map from key to its (a, b) pairs kept sorted by a with unique a:
+ * the only pair inline in the slot, more in a growable array. 33 bytes per
+ * slot (memtable.c). put is O(1) amortized when a arrives in ascending order per
  * key (the normal case) and O(entries of that key) otherwise; get and range
  * are one hash probe plus a binary search.
  *
@@ -33,12 +34,18 @@ int evs__mt_get(const evs__memtable *m, const uint8_t key[16], uint64_t a_min, e
 /** The entry with this key and the largest a <= a_max. @return 1 found, 0 not. */
 int evs__mt_get_last(const evs__memtable *m, const uint8_t key[16], uint64_t a_max, evs_kv *out);
 
-/** Number of entries with this key and lo <= a <= hi. */
-/* A memtable with room for `slots` keys before it must grow (rounded up to a
- * power of two): the next memtable after a checkpoint starts at the size the
- * last one reached, so appends do not stall on rehashing cycle after cycle. */
+/* A memtable with room for `slots` keys before it must grow (at most 3/4 of
+ * them are used before it doubles): the store presizes its id index for a
+ * checkpoint interval, and the next memtable after a freeze is sized for the
+ * keys the last one held, so appends do not stall on rehashing cycle after
+ * cycle. The slots are zero pages until written (evs__big_zalloc). */
 int evs__mt_new_sized(evs__memtable **out, size_t slots);
 size_t evs__mt_slots(const evs__memtable *m);
+
+/** Distinct keys held. */
+size_t evs__mt_keys(const evs__memtable *m);
+
+/** Number of entries with this key and lo <= a <= hi. */
 size_t evs__mt_count(const evs__memtable *m, const uint8_t key[16], uint64_t lo, uint64_t hi);
 
 /** Copy up to max entries with this key and lo <= a <= hi, ascending by a. @return how many. */

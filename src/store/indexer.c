@@ -16,12 +16,14 @@
  *  1. fdatasync the offsets file of C's segment (earlier segments were
  *     synced when sealed; the log itself is durable up to C: the writer
  *     synced it before freezing);
- *  2. append the streams.idx chunk of the job's stream changes (or rewrite
- *     the file when it has doubled), fdatasync;
+ *  2. append the stream table chunk of the job's stream changes (or rewrite
+ *     the table into the next generation's file when it has doubled), fdatasync;
  *  3. each index: write the oldest frozen table as a run, fsync, rename,
  *     fsync the directory, then its manifest covering C, then drop the table;
  *  4. projection index headers, claiming at most C;
- *  5. checkpoint.idx (C, streams.idx length, where C ends), temp + rename.
+ *  5. checkpoint.idx (C, the stream table's generation and length, where C
+ *     ends), temp + rename; then the stream table file of the generation a
+ *     rewrite replaced, if any, is removed.
  *  A crash anywhere leaves checkpoint.idx at an earlier job and each index's
  *  manifest at that job or this one: recovery scans from the smallest.
  *
@@ -43,7 +45,9 @@
  * CLOSE: the writer stops, evs__checkpoint freezes what is left, and the
  * index thread finishes every job and every merge before it exits.
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <xxhash.h>
@@ -65,6 +69,7 @@ typedef struct evs_indexer {
     int sort_check;              /* a job ran: new streams may be due for the name order. Not at
                                     open: the streams loaded then are sorted by the first listing
                                     that needs it, so an open + close never waits for a sort */
+    int trim_due;                /* a job ran: trim malloc's arenas once idle (arena_trim) */
 } evs_indexer;
 
 void evs__ckpt_job_free(evs_ckpt_job *job)
@@ -83,6 +88,7 @@ static int write_checkpoint_file(evs_store *s, const evs_ckpt_job *job)
     evs__put64(b + 24, s->streams_file_len);
     evs__put64(b + 32, job->seg->base);
     evs__put64(b + 40, job->end_off);
+    evs__put64(b + 48, s->streams_gen);
     evs__put64(b + 56, XXH3_64bits(b, 56));
     int rc = evs__store_path(s, path, sizeof path, EVS_CHECKPOINT_FILE);
     if (rc) return rc;
@@ -115,6 +121,18 @@ static int run_job(evs_store *s, const evs_ckpt_job *job)
     if ((rc = write_checkpoint_file(s, job)) != 0) goto out;
     atomic_store(&s->ckpt_position, job->covered);
     evs__logf(&s->log, EVS_LOG_DEBUG, "checkpoint at position %" PRIu64, job->covered);
+    if (s->streams_old_gen != s->streams_gen) {
+        /* the stream table was rewritten into a new generation, which the
+         * checkpoint just made durable names: the old file is garbage (a
+         * failure to remove it is harmless: the next writable open does) */
+        char path[4096], fname[EVS_STREAMS_FNAME_MAX];
+        evs__streams_fname(s->streams_old_gen, fname);
+        int urc = evs__store_path(s, path, sizeof path, fname);
+        if (urc == 0) urc = s->vfs->unlink(s->vfs, path);
+        if (urc && urc != -ENOENT)
+            evs__logf(&s->log, EVS_LOG_WARN, "could not remove the old stream table %s (rc %d); the next open will", fname, urc);
+        s->streams_old_gen = s->streams_gen;
+    }
 out:
     if (rc) evs__fail(s, rc, what);
     return rc;
@@ -132,6 +150,21 @@ static int merge_step(evs_store *s)
     return more;
 }
 
+/* Once the work a checkpoint brings is done (its job, merges, the name
+ * order): hand the pages malloc holds free back to the kernel. A job frees
+ * the stream changes of an interval and the name order is rebuilt into a new
+ * array; those are large blocks, and glibc keeps a freed block of a thread's
+ * arena resident (it raises its mmap threshold to the size of large blocks
+ * freed, so the next ones come from the arenas). Tens of MiB at a million
+ * streams; the trim costs a walk of the arenas' free lists, once per
+ * checkpoint interval. */
+static void arena_trim(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static void *indexer_main(void *arg)
 {
     evs_store *s = arg;
@@ -144,7 +177,7 @@ static void *indexer_main(void *arg)
             ix->head = job->next;
             if (!ix->head) ix->tail = NULL;
             pthread_mutex_unlock(&ix->mu);
-            if (!failed && run_job(s, job) == 0) ix->merge_more = ix->sort_check = 1;  /* the new runs may make a merge due */
+            if (!failed && run_job(s, job) == 0) ix->merge_more = ix->sort_check = ix->trim_due = 1;  /* the new runs may make a merge due */
             evs__ckpt_job_free(job);
             pthread_mutex_lock(&ix->mu);
             ix->pending--;
@@ -163,6 +196,13 @@ static void *indexer_main(void *arg)
             pthread_mutex_unlock(&ix->mu);
             /* (on ENOMEM listings copy more fresh streams: no harm, tried again after the next job) */
             if (evs__streams_sort_due(s)) evs__streams_sort(s);
+            pthread_mutex_lock(&ix->mu);
+            continue;
+        }
+        if (ix->trim_due && !ix->stop) {
+            ix->trim_due = 0;
+            pthread_mutex_unlock(&ix->mu);
+            arena_trim();
             pthread_mutex_lock(&ix->mu);
             continue;
         }

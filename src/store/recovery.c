@@ -81,7 +81,7 @@ static void seg_name(uint64_t base, char out[32]) { snprintf(out, 32, "%020" PRI
 
 static uint64_t published_position(evs_store *s);
 
-typedef struct ckpt { uint64_t covered, streams_len, end_base, end_off; } ckpt;
+typedef struct ckpt { uint64_t covered, streams_len, end_base, end_off, streams_gen; } ckpt;
 
 static int read_checkpoint(evs_store *s, ckpt *ck)
 {
@@ -111,7 +111,62 @@ static int read_checkpoint(evs_store *s, ckpt *ck)
     ck->streams_len = evs__get64(b + 24);
     ck->end_base = evs__get64(b + 32);
     ck->end_off = evs__get64(b + 40);
+    ck->streams_gen = evs__get64(b + 48);
     return 0;
+}
+
+#define STREAMS_OPEN_ATTEMPTS 16  /* checkpoint re-reads when the stream table it names is gone (read-only) */
+
+/*
+ * A follower: read checkpoint.idx and open the stream table file it names,
+ * together. Between the two, the writer's index thread may rewrite the table
+ * into the next generation's file, make a checkpoint.idx naming that durable
+ * and remove the old file: the open then fails with ENOENT and the checkpoint
+ * is read again. Once open, the file keeps the bytes the checkpoint names:
+ * chunks are only ever appended past them, a rewrite makes another file, and
+ * a removed file stays readable while open. (The writer needs none of this:
+ * nobody else writes its directory.)
+ */
+static int read_checkpoint_follower(evs_store *s, ckpt *ck, evs_file **stf)
+{
+    *stf = NULL;
+    for (int attempt = 1;; attempt++) {
+        char path[4096], fname[EVS_STREAMS_FNAME_MAX];
+        int rc = read_checkpoint(s, ck);
+        if (rc || !ck->covered || !ck->streams_len) return rc;
+        evs__streams_fname(ck->streams_gen, fname);
+        if ((rc = evs__store_path(s, path, sizeof path, fname)) != 0) return rc;
+        rc = s->vfs->open(s->vfs, path, EVS_O_RDONLY, stf);
+        if (rc != -ENOENT) return rc;
+        if (attempt == STREAMS_OPEN_ATTEMPTS) {
+            evs__logf(&s->log, EVS_LOG_WARN, "%s names %s, which is missing", EVS_CHECKPOINT_FILE, fname);
+            return EVS_ECORRUPT;
+        }
+        evs__logf(&s->log, EVS_LOG_DEBUG, "%s: gone (the writer rewrote the stream table); reading %s again", fname,
+                  EVS_CHECKPOINT_FILE);
+    }
+}
+
+/* Writer: remove the stream table files of other generations than keep
+ * (left by a crash between a rewrite and the checkpoint naming it, or after
+ * it, before the old file was removed), or all of them when all is set. */
+typedef struct sweep_ctx { evs_store *s; uint64_t keep; int all; } sweep_ctx;
+
+static int sweep_entry(void *arg, const char *name)
+{
+    sweep_ctx *c = arg;
+    uint64_t gen = 0;
+    char path[4096];
+    if (!evs__streams_is_fname(name, &gen) || (!c->all && gen == c->keep)) return 0;
+    if (evs__store_path(c->s, path, sizeof path, name) == 0 && c->s->vfs->unlink(c->s->vfs, path) == 0 && !c->all)
+        evs__logf(&c->s->log, EVS_LOG_INFO, "deleted the leftover stream table %s", name);
+    return 0;
+}
+
+static int sweep_stream_tables(evs_store *s, uint64_t keep, int all)
+{
+    sweep_ctx c = {s, keep, all};
+    return s->vfs->list_dir(s->vfs, s->dir, sweep_entry, &c);
 }
 
 /* Throw away every derived file's content: indexes start empty at position 0. */
@@ -124,6 +179,7 @@ static int reset_indexes(evs_store *s)
     evs__streams_free(&s->streams);
     atomic_store(&s->nstreams, 0);
     s->streams_file_len = 0;
+    s->streams_gen = s->streams_old_gen = 0;
     s->streams_live_bytes = 0;
     s->changes.n = 0;  /* they point into the table just freed */
     if (s->read_only) {
@@ -133,8 +189,7 @@ static int reset_indexes(evs_store *s)
     char path[4096];
     if ((rc = evs__store_path(s, path, sizeof path, EVS_CHECKPOINT_FILE)) != 0) return rc;
     s->vfs->unlink(s->vfs, path);
-    if ((rc = evs__store_path(s, path, sizeof path, EVS_STREAMS_FILE)) != 0) return rc;
-    s->vfs->unlink(s->vfs, path);
+    sweep_stream_tables(s, 0, 1);
     if ((rc = evs__lsm_destroy(s->vfs, s->dir, "ids")) != 0) return rc;
     if ((rc = evs__lsm_destroy(s->vfs, s->dir, "streams")) != 0) return rc;
     uint64_t c1, c2;
@@ -417,7 +472,8 @@ int evs__recover(evs_store *s)
      * checkpoint covers a position the writer published before writing it,
      * so its segment is complete and in the listing. (Read after, it could
      * name a segment the writer created since.) */
-    if (s->read_only) ck_rc = read_checkpoint(s, &ck);
+    evs_file *stf = NULL;  /* a follower's stream table, opened with the checkpoint */
+    if (s->read_only) ck_rc = read_checkpoint_follower(s, &ck, &stf);
     int rc = s->vfs->list_dir(s->vfs, s->dir, on_entry, &lc);
     if (rc) goto out;
     if (l.n) qsort(l.bases, l.n, sizeof *l.bases, cmp_u64);
@@ -455,11 +511,13 @@ int evs__recover(evs_store *s)
             evs__lsm_open(s->vfs, s->dir, "streams", s->read_only, &c_str, &s->sidx) != 0)
             rebuild = 1;
     }
-    if (!rebuild && ck.covered && (rc = evs__streams_load(s, ck.streams_len)) != 0) {
+    if (!rebuild && ck.covered &&
+        (rc = stf ? evs__streams_load_from(s, stf, ck.streams_len) : evs__streams_load(s, ck.streams_gen, ck.streams_len)) != 0) {
         if (rc == EVS_EFORMAT) goto out;
         rebuild = 1;
     }
     s->streams_file_len = ck.streams_len;
+    s->streams_gen = s->streams_old_gen = ck.streams_gen;
     uint64_t r = EVS_MIN(ck.covered, EVS_MIN(c_ids, c_str));
     size_t segi = 0;
     uint64_t off = EVS_SEG_HDR_SIZE;
@@ -538,7 +596,9 @@ int evs__recover(evs_store *s)
     if (st.last_pos > r)
         evs__logf(&s->log, EVS_LOG_INFO, "recovered positions %" PRIu64 "..%" PRIu64 " from the log tail",
                   r + 1, st.last_pos);
+    if (!s->read_only) sweep_stream_tables(s, s->streams_gen, 0);  /* best effort: garbage */
 out:
+    evs__fclose(stf);
     free(l.bases);
     return rc;
 }

@@ -42,9 +42,11 @@ typedef struct evs_segment {
     _Atomic uint64_t count;      /* committed records in it */
 } evs_segment;
 
-/* One stream. Allocated once, never moved or freed while the store is open. */
+/* One stream. Allocated once from its table's arena (evs_stream_blk), never
+ * moved or freed while the store is open: 64 bytes plus the name, rounded up
+ * to 8. Its key in the streams index, the XXH3-128 of its name, is not kept:
+ * it is computed where it is needed (evs__stream_hash, a few ns). */
 typedef struct evs_stream {
-    uint8_t hash[16];            /* XXH3-128 of the name: the key in the streams index */
     uint64_t version;            /* committed version (0 = not yet visible) — tbl_lock */
     uint64_t first_pos;          /* position of version 1 — tbl_lock */
     uint64_t last_pos;           /* position of the committed last version — tbl_lock */
@@ -95,13 +97,23 @@ typedef struct evs_name_index {
 /* Open-addressing hash table of streams by name, plus the name order: every
  * stream is either in `sorted` or in `fresh` (inserted since sorted was
  * built). All fields under tbl_lock (insert: write; listing: read). */
+/* A block of the stream arena: streams are carved from it back to back (no
+ * malloc header, no rounding to malloc's size classes) and freed only with
+ * the table. */
+typedef struct evs_stream_blk {
+    struct evs_stream_blk *prev; /* the block filled before this one */
+    size_t used, cap;            /* bytes of mem handed out, and its size */
+    _Alignas(8) unsigned char mem[];
+} evs_stream_blk;
+
 typedef struct evs_stream_table {
-    evs_stream **slots;          /* cap entries, NULL = empty */
+    evs_stream **slots;          /* cap entries, NULL = empty (evs__big_zalloc) */
     size_t cap;                  /* power of two */
     size_t count;                /* streams in the table (some may be version 0 while staged) */
     evs_name_index *sorted;      /* or NULL (no stream sorted yet) */
     evs_stream **fresh;          /* in insertion order */
     size_t nfresh, freshcap;
+    evs_stream_blk *arena;       /* where the streams live: the block being filled */
 } evs_stream_table;
 
 #define EVS_FRESH_SORT 4096u     /* fresh streams above which they are merged into `sorted` */
@@ -158,7 +170,10 @@ struct evs_store {
     uint64_t frozen_position;    /* writer: position covered by the last freeze */
     uint64_t since_ckpt;         /* writer: events committed since the last freeze */
     evs_changes changes;         /* writer (and recovery): stream changes since the last freeze */
-    uint64_t streams_file_len;   /* index thread: valid bytes of streams.idx */
+    uint64_t streams_gen;        /* index thread: generation of the stream table file (evs__streams_fname) */
+    uint64_t streams_old_gen;    /* index thread: the generation a rewrite replaced, removed once
+                                    checkpoint.idx names the new one (streams_gen when none) */
+    uint64_t streams_file_len;   /* index thread: valid bytes of the stream table file */
     uint64_t streams_live_bytes; /* index thread: bytes of one chunk listing every persisted stream */
     struct evs_indexer *ix;      /* the index thread and its job queue (indexer.c); NULL read-only */
 
@@ -218,7 +233,17 @@ void evs__stream_hash(const char *name, size_t len, uint8_t out[16]);
 evs_stream *evs__streams_find(evs_stream_table *t, const char *name, size_t len);
 int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_stream **out);
 void evs__streams_free(evs_stream_table *t);
-int evs__streams_load(evs_store *s, uint64_t valid_len);
+/* The stream table file of generation gen: "streams.idx" for 0 (the only one
+ * a store had before rewrites got their own names), else
+ * "streams.<gen, 20 digits>.idx". checkpoint.idx names the generation. */
+#define EVS_STREAMS_FNAME_MAX 40
+void evs__streams_fname(uint64_t gen, char out[EVS_STREAMS_FNAME_MAX]);
+/* Is fname a stream table file (of any generation; *gen set)? */
+int evs__streams_is_fname(const char *fname, uint64_t *gen);
+/* Read the first valid_len bytes of the stream table of generation gen (or
+ * of the open file f, borrowed) into the table (at open, before any reader). */
+int evs__streams_load(evs_store *s, uint64_t gen, uint64_t valid_len);
+int evs__streams_load_from(evs_store *s, evs_file *f, uint64_t valid_len);
 /* Merge the fresh streams into the name order (O(streams), outside tbl_lock
  * but for two short holds; one sorter at a time). Index thread, listings. */
 int evs__streams_sort(evs_store *s);

@@ -1,15 +1,18 @@
 /*
  * streams.c — the stream table: every stream's name, hash and versions, in
  * memory (it grows with the number of streams, not of events), persisted in
- * "streams.idx" at each checkpoint.
+ * the stream table file at each checkpoint.
  *
- * STREAMS FILE "streams.idx" (derived data): a sequence of chunks, each
- * appended by one checkpoint and holding the streams that changed since the
- * previous one; when a name appears in several chunks the last one wins.
- * Only the first `streams_len` bytes named by checkpoint.idx are valid: a
- * chunk written by a checkpoint that did not complete is ignored and cut off.
- * When the file grows past twice the size of the live table, the next
- * checkpoint rewrites it as one chunk (temp file + rename).
+ * STREAMS FILE (derived data) "streams.idx", or "streams.<generation, 20
+ * digits>.idx" once it has been rewritten: checkpoint.idx names the
+ * generation. A sequence of chunks, each appended by one checkpoint and
+ * holding the streams that changed since the previous one; when a name
+ * appears in several chunks the last one wins. Only the first `streams_len`
+ * bytes named by checkpoint.idx are valid: a chunk written by a checkpoint
+ * that did not complete is ignored and cut off. When the file grows past
+ * twice the size of the live table, the next checkpoint rewrites it as one
+ * chunk into the next generation's file (temp file + rename); the old file
+ * goes once a checkpoint.idx naming the new one is durable.
  *
  * WHO WRITES IT: the index thread, from the job the writer handed over at a
  * freeze. The writer records each stream a group commit changes
@@ -31,6 +34,7 @@
  *   trailer: u64 XXH3-64 of header + payload
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <xxhash.h>
@@ -65,7 +69,7 @@ evs_stream *evs__streams_find(evs_stream_table *t, const char *name, size_t len)
 
 static int grow_to(evs_stream_table *t, size_t cap)
 {
-    evs_stream **slots = calloc(cap, sizeof *slots);
+    evs_stream **slots = evs__big_zalloc(cap * sizeof *slots);
     if (!slots) return EVS_ENOMEM;
     for (size_t i = 0; i < t->cap; i++) {
         evs_stream *e = t->slots[i];
@@ -74,13 +78,37 @@ static int grow_to(evs_stream_table *t, size_t cap)
         while (slots[j]) j = (j + 1) & (cap - 1);
         slots[j] = e;
     }
-    free(t->slots);
+    evs__big_free(t->slots, t->cap * sizeof *t->slots);
     t->slots = slots;
     t->cap = cap;
     return 0;
 }
 
 static int grow(evs_stream_table *t) { return grow_to(t, t->cap ? t->cap * 2 : 1024); }
+
+#define ARENA_FIRST ((size_t)4 << 10)   /* the first block; each next one twice as big ... */
+#define ARENA_MAX ((size_t)1 << 20)     /* ... up to this */
+
+/* A zeroed stream with room for a name of len bytes and its NUL, from the arena. */
+static evs_stream *arena_new(evs_stream_table *t, size_t len)
+{
+    size_t size = (sizeof(evs_stream) + len + 1 + 7) & ~(size_t)7;
+    evs_stream_blk *b = t->arena;
+    if (!b || b->cap - b->used < size) {
+        size_t cap = b ? EVS_MIN(b->cap * 2, ARENA_MAX) : ARENA_FIRST;
+        if (cap < size) cap = size;
+        evs_stream_blk *nb = malloc(sizeof *nb + cap);
+        if (!nb) return NULL;
+        nb->prev = b;
+        nb->used = 0;
+        nb->cap = cap;
+        t->arena = b = nb;
+    }
+    evs_stream *e = (evs_stream *)(void *)(b->mem + b->used);
+    b->used += size;
+    memset(e, 0, size);
+    return e;
+}
 
 /* The caller holds tbl_lock for writing (readers probe the same slots). */
 int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_stream **out)
@@ -96,12 +124,11 @@ int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_s
         t->fresh = f;
         t->freshcap = cap;
     }
-    evs_stream *e = calloc(1, sizeof *e + len + 1);
+    evs_stream *e = arena_new(t, len);
     if (!e) return EVS_ENOMEM;
     t->fresh[t->nfresh++] = e;
     memcpy(e->name, name, len);
     e->name_len = (uint16_t)len;
-    evs__stream_hash(name, len, e->hash);
     size_t i = slot_of(t, name, len);
     while (t->slots[i]) i = (i + 1) & (t->cap - 1);
     t->slots[i] = e;
@@ -112,9 +139,12 @@ int evs__streams_insert(evs_stream_table *t, const char *name, size_t len, evs_s
 
 void evs__streams_free(evs_stream_table *t)
 {
-    for (size_t i = 0; i < t->cap; i++)
-        free(t->slots[i]);
-    free(t->slots);
+    while (t->arena) {
+        evs_stream_blk *b = t->arena;
+        t->arena = b->prev;
+        free(b);
+    }
+    evs__big_free(t->slots, t->cap * sizeof *t->slots);
     evs__names_unref(t->sorted);
     free(t->fresh);
     memset(t, 0, sizeof *t);
@@ -192,17 +222,47 @@ out:
     return rc;
 }
 
-/* Read streams.idx up to valid_len into the table (at open, before any reader). */
-int evs__streams_load(evs_store *s, uint64_t valid_len)
+void evs__streams_fname(uint64_t gen, char out[EVS_STREAMS_FNAME_MAX])
 {
-    char path[4096];
+    if (gen == 0) snprintf(out, EVS_STREAMS_FNAME_MAX, "%s", EVS_STREAMS_FILE);
+    else snprintf(out, EVS_STREAMS_FNAME_MAX, "streams.%020" PRIu64 ".idx", gen);
+}
+
+int evs__streams_is_fname(const char *fname, uint64_t *gen)
+{
+    if (!strcmp(fname, EVS_STREAMS_FILE)) { *gen = 0; return 1; }
+    if (strlen(fname) != 32 || strncmp(fname, "streams.", 8) != 0 || strcmp(fname + 28, ".idx") != 0) return 0;
+    uint64_t v = 0;
+    for (int i = 8; i < 28; i++) {
+        if (fname[i] < '0' || fname[i] > '9') return 0;
+        uint64_t d = (uint64_t)(fname[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) return 0;
+        v = v * 10 + d;
+    }
+    *gen = v;
+    return v > 0;
+}
+
+int evs__streams_load(evs_store *s, uint64_t gen, uint64_t valid_len)
+{
+    char path[4096], fname[EVS_STREAMS_FNAME_MAX];
     evs_file *f = NULL;
-    uint8_t *buf = NULL;
-    int rc = evs__store_path(s, path, sizeof path, EVS_STREAMS_FILE);
+    evs__streams_fname(gen, fname);
+    int rc = evs__store_path(s, path, sizeof path, fname);
     if (rc) return rc;
     if (valid_len == 0) return 0;
     rc = s->vfs->open(s->vfs, path, EVS_O_RDONLY, &f);
     if (rc) return rc == -ENOENT ? EVS_ECORRUPT : rc;
+    rc = evs__streams_load_from(s, f, valid_len);
+    evs__fclose(f);
+    return rc;
+}
+
+int evs__streams_load_from(evs_store *s, evs_file *f, uint64_t valid_len)
+{
+    uint8_t *buf = NULL;
+    int rc = 0;
+    if (valid_len == 0) return 0;
     buf = malloc(valid_len);
     if (!buf) { rc = EVS_ENOMEM; goto out; }
     size_t got = 0;
@@ -239,7 +299,7 @@ int evs__streams_load(evs_store *s, uint64_t valid_len)
         }
         if (evs__get32(buf + off + 8) > EVS_FORMAT_VERSION) {
             evs__logf(&s->log, EVS_LOG_ERROR, "%s was written by format version %u; this build reads up to %u",
-                      EVS_STREAMS_FILE, evs__get32(buf + off + 8), EVS_FORMAT_VERSION);
+                      "the stream table", evs__get32(buf + off + 8), EVS_FORMAT_VERSION);
             rc = EVS_EFORMAT;
             goto out;
         }
@@ -269,9 +329,8 @@ int evs__streams_load(evs_store *s, uint64_t valid_len)
     s->streams_live_bytes = live_bytes;
 out:
     free(buf);
-    evs__fclose(f);
     if (rc == EVS_ECORRUPT)
-        evs__logf(&s->log, EVS_LOG_WARN, "%s is damaged; indexes will be rebuilt from the log", EVS_STREAMS_FILE);
+        evs__logf(&s->log, EVS_LOG_WARN, "the stream table is damaged; indexes will be rebuilt from the log");
     return rc;
 }
 
@@ -354,10 +413,16 @@ static int encode_all(evs_store *s, evs_buf *b, uint32_t *n)
 
 /* Index thread, inside a checkpoint: persist the streams the job changed
  * (or, when the file has grown past twice the live size, every stream). On
- * success s->streams_file_len is the new valid length. */
+ * success s->streams_file_len is the new valid length.
+ *
+ * A rewrite goes to a new file, of the next generation: the file the last
+ * checkpoint.idx names stays as it is until a checkpoint.idx naming the new
+ * one is durable (the index thread then removes it, indexer.c). So at every
+ * moment, crash or not, the checkpoint on disk names a file that holds what
+ * it says, and a follower opening meanwhile finds it (docs/DESIGN.md). */
 int evs__streams_save(evs_store *s, uint64_t covered, const evs_changes *ch)
 {
-    char path[4096], tmp[4096];
+    char path[4096], tmp[4096], fname[EVS_STREAMS_FNAME_MAX];
     evs_buf b = {0};
     evs_file *f = NULL;
     uint32_t n = 0;
@@ -370,7 +435,8 @@ int evs__streams_save(evs_store *s, uint64_t covered, const evs_changes *ch)
         e->ck_last = ch->v[i].last_pos;
     }
     int rewrite = s->streams_file_len > 2 * s->streams_live_bytes + (1u << 20);
-    if ((rc = evs__store_path(s, path, sizeof path, EVS_STREAMS_FILE)) != 0) goto out;
+    evs__streams_fname(rewrite ? s->streams_gen + 1 : s->streams_gen, fname);
+    if ((rc = evs__store_path(s, path, sizeof path, fname)) != 0) goto out;
     if ((rc = evs__buf_reserve(&b, CHUNK_HDR)) != 0) goto out;
     b.len = CHUNK_HDR;
     if (rewrite) {
@@ -389,6 +455,8 @@ int evs__streams_save(evs_store *s, uint64_t covered, const evs_changes *ch)
         f = NULL;
         if ((rc = s->vfs->rename(s->vfs, tmp, path)) != 0) goto out;
         if ((rc = s->vfs->sync_dir(s->vfs, s->dir)) != 0) goto out;
+        s->streams_old_gen = s->streams_gen;
+        s->streams_gen++;
         s->streams_file_len = b.len;
     } else {
         int existed = s->vfs->exists(s->vfs, path);

@@ -369,7 +369,9 @@ static void check_record(vctx *v, evs_segment *g, uint64_t off, const evs_rec *r
                     rc ? "is missing" : "maps to another position");
     }
     if (s->sidx && rec->position <= v->streams_covered) {
-        int rc = evs__lsm_get(s->sidx, st->hash, rec->version, &kv);
+        uint8_t key[16];
+        evs__stream_hash(rec->stream, rec->stream_len, key);
+        int rc = evs__lsm_get(s->sidx, key, rec->version, &kv);
         if (rc || kv.a != rec->version || kv.b != rec->position)
             problem(v, "streams index", rec->position, "stream entry of position %" PRIu64 " %s", rec->position,
                     rc || kv.a != rec->version ? "is missing" : "maps to another position");
@@ -423,12 +425,14 @@ out:
     evs__buf_free(&r.win);
 }
 
-static void check_stream_table(vctx *v, uint64_t covered, uint64_t streams_len)
+static void check_stream_table(vctx *v, uint64_t covered, uint64_t gen, uint64_t streams_len)
 {
     evs_store *s = v->s;
+    char fname[EVS_STREAMS_FNAME_MAX];
     if (!covered) return;
-    if (evs__streams_load(s, streams_len) != 0) {
-        problem(v, EVS_STREAMS_FILE, 0, "stream table cannot be read");
+    evs__streams_fname(gen, fname);
+    if (evs__streams_load(s, gen, streams_len) != 0) {
+        problem(v, fname, 0, "stream table cannot be read");
         return;
     }
     /* the table describes the log as of `covered`; versions read past it are newer */
@@ -437,7 +441,7 @@ static void check_stream_table(vctx *v, uint64_t covered, uint64_t streams_len)
         if (!t) continue;
         evs_stream *l = evs__streams_find(&v->versions, t->name, t->name_len);
         if (!l || l->version < t->version)
-            problem(v, EVS_STREAMS_FILE, 0, "stream \"%s\" is at version %" PRIu64 " in the table but %" PRIu64 " in the log",
+            problem(v, fname, 0, "stream \"%s\" is at version %" PRIu64 " in the table but %" PRIu64 " in the log",
                     t->name, t->version, l ? l->version : 0);
     }
 }
@@ -671,7 +675,7 @@ int evs_verify_ex(const char *dir, const evs_options *opt, const evs_verify_opti
     if (rc == 0) rc = -ENOENT;
     if (rc < 0 || (rc = evs__list_segments(s, &bases, &n)) != 0) goto out;
     /* checkpoint.idx: the covered position and stream table length */
-    uint64_t covered = 0, streams_len = 0;
+    uint64_t covered = 0, streams_len = 0, streams_gen = 0;
     {
         char path[4096];
         evs_file *f = NULL;
@@ -683,6 +687,7 @@ int evs_verify_ex(const char *dir, const evs_options *opt, const evs_verify_opti
                 evs__get64(b + 56) == XXH3_64bits(b, 56)) {
                 covered = evs__get64(b + 16);
                 streams_len = evs__get64(b + 24);
+                streams_gen = evs__get64(b + 48);
             } else {
                 problem(&v, EVS_CHECKPOINT_FILE, 0, "checkpoint file is damaged");
             }
@@ -739,7 +744,7 @@ int evs_verify_ex(const char *dir, const evs_options *opt, const evs_verify_opti
     v.end = pos - 1;
     progress_add(&v, 0, 0, 1);
     if (!v.cancelled) {
-        check_stream_table(&v, covered, streams_len);
+        check_stream_table(&v, covered, streams_gen, streams_len);
         if (covered > v.end)
             problem(&v, EVS_CHECKPOINT_FILE, 16, "checkpoint covers position %" PRIu64 " but the log ends at %" PRIu64,
                     covered, v.end);

@@ -473,7 +473,7 @@ int evs__index_record(evs_store *s, const evs_rec *rec)
     kv.b = 0;
     int rc = evs__lsm_put(s->ids, &kv);
     if (rc) return rc;
-    memcpy(kv.key, st->hash, 16);
+    evs__stream_hash(rec->stream, rec->stream_len, kv.key);
     kv.a = rec->version;
     kv.b = rec->position;
     return evs__lsm_put(s->sidx, &kv);
@@ -563,9 +563,8 @@ static int flush_group(evs_store *s, group *g)
         evs_req *r = g->reqs[k];
         for (size_t i = 0; i < r->n && rc == 0; i++) {
             const char *name = req_stream(r, i);
-            evs_stream *st = evs__streams_find(&s->streams, name, strlen(name));
             evs_kv kv;
-            memcpy(kv.key, st->hash, 16);
+            evs__stream_hash(name, strlen(name), kv.key);
             kv.a = r->out[i].version;
             kv.b = r->first_pos + i;
             rc = evs__lsm_put(s->sidx, &kv);

@@ -209,7 +209,7 @@ static void streams_mode(evs_vfs *vfs, const uint8_t *p, size_t n)
     if (!s || !(s->dir = strdup("/ix"))) abort();
     s->vfs = vfs;
     s->log = QUIET;
-    int rc = evs__streams_load(s, n);
+    int rc = evs__streams_load(s, 0, n);
     if (rc) {
         expect_refusal(rc);
     } else {

@@ -119,6 +119,8 @@ HT_FN void ht_init(void)
 {
     signal(SIGPIPE, SIG_IGN);
     (void)evs_test_seed(); /* prints the seed once */
+    const char *filter = getenv("EVS_TEST_FILTER"); /* EVS_TEST_FILTER=t_many_streams: run only those */
+    if (filter && *filter) cmocka_set_test_filter(filter);
 }
 
 /* The last `max` bytes of the server log, for failure messages (static buffer). */

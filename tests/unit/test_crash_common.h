@@ -573,6 +573,17 @@ static TC_UNUSED void tc_set_status(tc_work *w, size_t bi, int st)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* A batch's status, read under the lock its appender thread writes it with
+ * (tc_check may run while appenders still go). */
+static TC_UNUSED uint8_t tc_status(const tc_work *w, size_t bi)
+{
+    pthread_mutex_t *mu = (pthread_mutex_t *)(uintptr_t)&w->mu;
+    pthread_mutex_lock(mu);
+    uint8_t st = w->status[bi];
+    pthread_mutex_unlock(mu);
+    return st;
+}
+
 /*
  * Append batch bi. Marks it UNACKED before the call and ACKED when it returns
  * 0 (so a crash in between leaves it UNACKED). On success checks what the
@@ -696,7 +707,7 @@ static TC_UNUSED void tc_check(evs_store *s, const tc_work *w, tc_found *f)
         long k = tc_find_id(w, ev->id);
         TC_ASSERT(k >= 0, "position %" PRIu64 " holds an event that was never appended", p);
         const tc_event *e = &w->ev[k];
-        TC_ASSERT(w->status[e->batch] != TC_NOT_TRIED, "position %" PRIu64 ": batch %u was never attempted", p, e->batch);
+        TC_ASSERT(tc_status(w, e->batch) != TC_NOT_TRIED, "position %" PRIu64 ": batch %u was never attempted", p, e->batch);
         if (e->idx == 0) {
             TC_ASSERT(cur < 0, "position %" PRIu64 ": batch %u starts inside batch %ld (partial batch visible)", p, e->batch, cur);
             TC_ASSERT(!f->present[e->batch], "position %" PRIu64 ": batch %u appears twice", p, e->batch);
@@ -723,7 +734,7 @@ static TC_UNUSED void tc_check(evs_store *s, const tc_work *w, tc_found *f)
 
     /* 2. acknowledged batches are all there */
     for (size_t bi = 0; bi < w->nb; bi++)
-        TC_ASSERT(w->status[bi] != TC_ACKED || f->present[bi],
+        TC_ASSERT(tc_status(w, bi) != TC_ACKED || f->present[bi],
                   "batch %zu was acknowledged but is missing (log ends at %" PRIu64 ")", bi, f->position);
 
     /* 3. backwards: the same sequence reversed */
@@ -745,7 +756,7 @@ static TC_UNUSED void tc_check(evs_store *s, const tc_work *w, tc_found *f)
     /* 4. every attempted event by id: found where the log has it, else not found */
     for (size_t k = 0; k < w->nev; k++) {
         const tc_event *e = &w->ev[k];
-        if (w->status[e->batch] == TC_NOT_TRIED) continue;
+        if (tc_status(w, e->batch) == TC_NOT_TRIED) continue;
         evs_event *ev = NULL;
         int rc = evs_get(s, e->id, &ev);
         if (f->present[e->batch]) {

@@ -20,12 +20,15 @@
  * Every store is checked with the crash tests' model checker
  * (test_crash_common.h) and evs_verify.
  */
+#include <dirent.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <sys/stat.h>
 
 #include "test_crash_common.h"
 #include "vfs_gate.h"
@@ -532,6 +535,175 @@ static void test_power_cut_during_background_flush(void **state)
             }
 }
 
+/* ------------------------------------------------------------------------ */
+/* a follower opening while the stream table is rewritten                   */
+/* ------------------------------------------------------------------------ */
+
+#define RW_STREAMS 800   /* streams per batch (each gets one event); also the interval */
+#define RW_NAME 200      /* bytes of each name: the table file grows 180 KB a checkpoint */
+
+/* Has the stream table just been rewritten? Either streams.idx got shorter
+ * (a rewrite in place) or a stream table file of a new generation
+ * ("streams.<20 digits>.idx") appeared. */
+static int table_rewritten(const char *dir, uint64_t *last_size, char *last_gen, size_t cap)
+{
+    char path[1024], gen[256] = "";
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/streams.idx", dir);
+    uint64_t size = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    DIR *d = opendir(dir);
+    TC_ASSERT(d != NULL, "opendir %s", dir);
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strlen(e->d_name) == 32 && !strncmp(e->d_name, "streams.", 8) && strcmp(e->d_name, gen) > 0)
+            snprintf(gen, sizeof gen, "%s", e->d_name);
+    closedir(d);
+    int rewritten = (size && size < *last_size) || strcmp(gen, last_gen) != 0;
+    *last_size = size;
+    snprintf(last_gen, cap, "%s", gen);
+    return rewritten;
+}
+
+/*
+ * Open finding 10 of docs/RELIABILITY.md: the writer's index thread rewrites
+ * the stream table once its file has grown past twice the live table; a
+ * follower (read-only open, another process in real use) that opens between
+ * that rewrite and the checkpoint.idx naming it must still find the table
+ * the checkpoint on disk names. Each checkpoint's rename of checkpoint.idx
+ * is held while a follower opens; the rounds go on until the table has been
+ * rewritten twice.
+ */
+/* Did the store log a line containing what since the last tc_log_clear? */
+static int logged(const char *what)
+{
+    int found = 0;
+    pthread_mutex_lock(&tc_log_mu);
+    for (unsigned i = 0; i < tc_log_next && i < TC_LOG_LINES; i++)
+        if (strstr(tc_log_ring[i], what)) found = 1;
+    pthread_mutex_unlock(&tc_log_mu);
+    return found;
+}
+
+static void test_follower_open_while_stream_table_rewritten(void **state)
+{
+    (void)state;
+    char dir[512];
+    TC_OK(tc_tmpdir(dir, sizeof dir));
+    evs_vfs *gv = vfs_gate_new(NULL);
+    evs_options o;
+    tc_options(&o, gv, RW_STREAMS);
+    o.segment_size = 64u << 20;
+    o.sync = EVS_SYNC_NEVER;
+    evs_store *s = NULL;
+    TC_OK(evs_open(dir, &o, &s));
+    char (*names)[RW_NAME + 1] = calloc(RW_STREAMS, sizeof *names);
+    evs_event_in *ev = calloc(RW_STREAMS, sizeof *ev);
+    TC_ASSERT(names && ev, "calloc");
+    for (size_t i = 0; i < RW_STREAMS; i++) {
+        int n = snprintf(names[i], RW_NAME + 1, "rewrite/%04zu/", i);
+        memset(names[i] + n, 'x', RW_NAME - (size_t)n);
+        ev[i].stream = names[i];
+        ev[i].expected_version = EVS_EXPECT_ANY;
+        ev[i].type = "T";
+        ev[i].data = "1";
+        ev[i].data_len = 1;
+    }
+    uint64_t last_size = 0;
+    char last_gen[256] = "", crash[600];
+    int rewrites = 0, round = 0, crash_round = -1;
+    snprintf(crash, sizeof crash, "%s.crash", dir);
+    for (; round < 60 && rewrites < 2; round++) {
+        tc_setctx("round %d (%d rewrites so far)", round, rewrites);
+        vfs_gate_arm(gv, VFS_GATE_RENAME, "/checkpoint.idx", 1, 0);
+        TC_OK(evs_append_multi(s, ev, RW_STREAMS, NULL, NULL, NULL));
+        TC_ASSERT(vfs_gate_wait_hit(gv, HOLD_MS) == 0, "the index thread never reached the rename of checkpoint.idx");
+        /* this checkpoint's stream table is written; checkpoint.idx still names the last one */
+        int rewritten = table_rewritten(dir, &last_size, last_gen, sizeof last_gen);
+        evs_options ro;
+        evs_options_init(&ro);
+        ro.read_only = 1;
+        ro.log = tc_log_fn;
+        ro.log_level = EVS_LOG_DEBUG;
+        evs_store *f = NULL;
+        int rc = evs_open(dir, &ro, &f);
+        TC_ASSERT(rc == 0, "round %d: a follower opening while checkpoint.idx is held (after %s) failed: %s", round,
+                  rewritten ? "a rewrite of the stream table" : "a chunk appended to the stream table", evs_errname(rc));
+        uint64_t v0 = 0, vlast = 0;
+        TC_OK(evs_stream_version(f, names[0], &v0));
+        TC_OK(evs_stream_version(f, names[RW_STREAMS - 1], &vlast));
+        TC_ASSERT(v0 == (uint64_t)round + 1 && vlast == (uint64_t)round + 1,
+                  "round %d: the follower sees versions %" PRIu64 " and %" PRIu64 ", expected %d", round, v0, vlast,
+                  round + 1);
+        TC_ASSERT(evs_position(f) == (uint64_t)(round + 1) * RW_STREAMS, "round %d: the follower is at %" PRIu64,
+                  round, evs_position(f));
+        TC_OK(evs_close(f));
+        if (rewritten && crash_round < 0) {
+            tc_copy_dir(dir, crash);  /* what a crash of the writer at this moment leaves */
+            crash_round = round;
+        }
+        vfs_gate_release(gv);
+        rewrites += rewritten;
+    }
+    TC_ASSERT(rewrites == 2, "the stream table was rewritten %d times in %d checkpoints (expected 2)", rewrites, round);
+    TC_OK(evs_close(s));
+    /* a writer reopening finds one stream table file: the old generations are gone */
+    TC_OK(evs_open(dir, &o, &s));
+    uint64_t v = 0;
+    TC_OK(evs_stream_version(s, names[7], &v));
+    TC_ASSERT(v == (uint64_t)round, "after reopen: version %" PRIu64 " of %d", v, round);
+    tc_names tables = tc_list(dir, ".idx");
+    int ntables = 0;
+    for (size_t i = 0; i < tables.n; i++) ntables += !strncmp(tables.v[i], "streams.", 8) && strlen(tables.v[i]) == 32;
+    tc_names_free(&tables);
+    TC_ASSERT(ntables == 1, "%d stream table files of a rewritten generation, expected 1", ntables);
+    /* a full backup carries that generation's table; the restored store opens without a rebuild */
+    char archive[600], restored[600];
+    snprintf(archive, sizeof archive, "%s.evsbak", dir);
+    snprintf(restored, sizeof restored, "%s.restored", dir);
+    int fd = open(archive, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    TC_ASSERT(fd >= 0, "open %s", archive);
+    evs_backup_info bi;
+    TC_OK(evs_backup(s, fd, 0, NULL, &bi));
+    close(fd);
+    TC_OK(evs_close(s));
+    tc_verify_clean(dir, NULL);
+    const char *const chain[] = {archive};
+    tc_setctx("restore of a store whose stream table was rewritten");
+    o.vfs = NULL;
+    TC_OK(evs_restore(chain, 1, restored, &o, NULL, &bi));
+    tables = tc_list(restored, ".idx");
+    ntables = 0;
+    for (size_t i = 0; i < tables.n; i++) ntables += !strncmp(tables.v[i], "streams.", 8) && strlen(tables.v[i]) == 32;
+    tc_names_free(&tables);
+    TC_ASSERT(ntables == 1, "the restored store has %d stream table files of a rewritten generation, expected 1", ntables);
+    TC_OK(evs_open(restored, &o, &s));
+    TC_ASSERT(!logged("rebuilding the indexes") && !logged("damaged"), "the restored store rebuilt its indexes");
+    TC_OK(evs_stream_version(s, names[RW_STREAMS - 1], &v));
+    TC_ASSERT(v == (uint64_t)round, "restored: version %" PRIu64 " of %d", v, round);
+    TC_OK(evs_close(s));
+    unlink(archive);
+    evs_test_rmtree(restored);
+    /* the writer crashed between a rewrite and the checkpoint naming it: the
+     * checkpoint on disk still names a stream table that holds what it says,
+     * so the reopen replays one interval instead of rebuilding every index */
+    tc_setctx("reopen after a crash between the rewrite of round %d and its checkpoint", crash_round);
+    TC_OK(evs_open(crash, &o, &s));
+    evs_stats st;
+    TC_OK(evs_stat(s, &st));
+    TC_ASSERT(!logged("rebuilding the indexes") && !logged("damaged"), "the reopen rebuilt the indexes");
+    TC_ASSERT(st.index_checkpoint_position == (uint64_t)crash_round * RW_STREAMS,
+              "the reopen found the checkpoint at %" PRIu64 ", expected %d", st.index_checkpoint_position,
+              crash_round * RW_STREAMS);
+    TC_OK(evs_stream_version(s, names[RW_STREAMS - 1], &v));
+    TC_ASSERT(v == (uint64_t)crash_round + 1, "after the crash: version %" PRIu64 " of %d", v, crash_round + 1);
+    TC_OK(evs_close(s));
+    tc_verify_clean(crash, NULL);
+    vfs_gate_free(gv);
+    free(names);
+    free(ev);
+    evs_test_rmtree(dir);
+    evs_test_rmtree(crash);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_close_while_flush_held),
         cmocka_unit_test(test_fault_in_background_flush),
         cmocka_unit_test(test_power_cut_during_background_flush),
+        cmocka_unit_test(test_follower_open_while_stream_table_rewritten),
     };
     evs_test_seed();
     return cmocka_run_group_tests(tests, NULL, NULL);

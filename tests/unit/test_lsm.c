@@ -29,6 +29,7 @@
 #include "index/lsm.h"
 #include "index/lsm_ext.h"
 #include "index/manifest.h"
+#include "index/memtable.h"
 #include "index/merge.h"
 #include "index/run.h"
 #include "testutil.h"
@@ -525,6 +526,95 @@ static void model_put(model *m, const evs_kv *e)
     memmove(m->e + i + 1, m->e + i, (m->n - i) * sizeof *m->e);
     m->e[i] = *e;
     m->n++;
+}
+
+/* The memtable by itself against the model: tables of odd sizes (not powers
+ * of two) that grow several times (past 1 MiB, so from anonymous mappings),
+ * keys with one pair (inline) and with many (a block), pairs put out of order
+ * and replaced; every lookup, the counts and the sorted walk agree. */
+typedef struct mt_walk {
+    const model *m;
+    size_t i;
+} mt_walk;
+
+static int mt_walk_fn(void *ctx, const evs_kv *e)
+{
+    mt_walk *w = ctx;
+    assert_true(w->i < w->m->n);
+    const evs_kv *x = &w->m->e[w->i++];
+    assert_memory_equal(e->key, x->key, 16);
+    assert_int_equal(e->a, x->a);
+    assert_int_equal(e->b, x->b);
+    return 0;
+}
+
+static void test_memtable_model(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = { 1, 256, 1000, 12345 };
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        rng r = rng_for(100 + t);
+        model m = { 0 };
+        evs__memtable *mt = NULL;
+        assert_int_equal(evs__mt_new_sized(&mt, sizes[t]), 0);
+        size_t slots0 = evs__mt_slots(mt), keys = 0;
+        const uint64_t hot = 40, cold = 40000;  /* hot keys get many pairs, cold ones mostly one */
+        for (int i = 0; i < 60000; i++) {
+            int is_hot = rng_below(&r, 4) == 0;
+            uint64_t k = is_hot ? rng_below(&r, hot) : hot + rng_below(&r, cold);
+            evs_kv e = kv(k, is_hot ? rng_below(&r, 5000) : rng_below(&r, 3), rng_next(&r));
+            uint8_t probe[16];
+            memcpy(probe, e.key, 16);
+            size_t lb = model_lb(&m, probe, 0);
+            int new_key = lb == m.n || memcmp(m.e[lb].key, probe, 16) != 0;
+            model_put(&m, &e);
+            assert_int_equal(evs__mt_put(mt, &e), 0);
+            keys += new_key;
+            assert_int_equal(evs__mt_entries(mt), m.n);
+            assert_int_equal(evs__mt_keys(mt), keys);
+        }
+        assert_true(evs__mt_slots(mt) > slots0);  /* it grew */
+        for (int q = 0; q < 10000; q++) {
+            uint64_t k = rng_below(&r, 4) == 0 ? rng_below(&r, hot) : rng_below(&r, hot + cold + 10);
+            uint8_t key[16];
+            mkkey(key, k);
+            uint64_t lo = rng_below(&r, 5100), hi = rng_below(&r, 3) ? lo + rng_below(&r, 200) : UINT64_MAX;
+            size_t i = model_lb(&m, key, lo), j = i;
+            while (j < m.n && memcmp(m.e[j].key, key, 16) == 0 && m.e[j].a <= hi)
+                j++;
+            evs_kv got, out[256];
+            int has = i < m.n && memcmp(m.e[i].key, key, 16) == 0;
+            assert_int_equal(evs__mt_get(mt, key, lo, &got), has);
+            if (has) {
+                assert_int_equal(got.a, m.e[i].a);
+                assert_int_equal(got.b, m.e[i].b);
+            }
+            assert_int_equal(evs__mt_count(mt, key, lo, hi), j - i);
+            size_t n = evs__mt_range(mt, key, lo, hi, out, 256);
+            assert_int_equal(n, EVS_MIN(j - i, (size_t)256));
+            for (size_t x = 0; x < n; x++) {
+                assert_memory_equal(out[x].key, key, 16);
+                assert_int_equal(out[x].a, m.e[i + x].a);
+                assert_int_equal(out[x].b, m.e[i + x].b);
+            }
+            /* the last pair with a <= hi */
+            size_t end = model_lb(&m, key, hi == UINT64_MAX ? UINT64_MAX : hi + 1);
+            if (hi == UINT64_MAX)
+                while (end < m.n && memcmp(m.e[end].key, key, 16) == 0)
+                    end++;
+            int has_last = end > 0 && memcmp(m.e[end - 1].key, key, 16) == 0;
+            assert_int_equal(evs__mt_get_last(mt, key, hi, &got), has_last);
+            if (has_last) {
+                assert_int_equal(got.a, m.e[end - 1].a);
+                assert_int_equal(got.b, m.e[end - 1].b);
+            }
+        }
+        mt_walk w = { &m, 0 };
+        assert_int_equal(evs__mt_visit_sorted(mt, mt_walk_fn, &w), 0);
+        assert_int_equal(w.i, m.n);
+        evs__mt_free(mt);
+        free(m.e);
+    }
 }
 
 static void test_differential(void **state)
@@ -1535,6 +1625,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_memtable_wins_over_runs, setup, teardown),
         cmocka_unit_test(test_merge_policy),
         cmocka_unit_test_setup_teardown(test_scans_across_runs_and_blocks, setup, teardown),
+        cmocka_unit_test(test_memtable_model),
         cmocka_unit_test_setup_teardown(test_differential, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers_and_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_background_flush_with_readers, setup, teardown),
