@@ -32,7 +32,7 @@ static void on_appended(void *ctx, int rc)
      * suspended, once unlocked) the request may be answered and freed at any
      * moment, so r is not touched again. A suspended connection cannot be
      * closed, so r is alive until this call. */
-    if (resume) MHD_resume_connection(conn);
+    if (resume) evsd_resume(srv, conn);
     atomic_fetch_sub(&srv->inflight, 1);
 }
 
