@@ -54,7 +54,7 @@ static void wake_reader(evsd_backup *b)
 {
     if (b->suspended && !b->cancel) {
         b->suspended = 0;
-        MHD_resume_connection(b->conn);
+        evsd_resume(b->srv, b->conn);
     }
 }
 

@@ -68,7 +68,7 @@ static void *job_main(void *arg)
     pthread_mutex_unlock(&r->mu);
     /* r and j may be gone once unlocked (never suspended) or resumed: resume
      * last, touching neither; a suspended connection cannot be closed meanwhile */
-    if (resume) MHD_resume_connection(conn);
+    if (resume) evsd_resume(srv, conn);
     atomic_fetch_sub(&srv->inflight, 1);
     return NULL;
 }

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -447,6 +449,165 @@ static int address_free(const struct sockaddr *sa, socklen_t sl)
     return rc;
 }
 
+/* ---- the daemons' threads ----
+ *
+ * Each daemon runs in "external" mode on a thread of ours rather than on
+ * libmicrohttpd's internal thread. The reason is the resume: on a daemon
+ * with its own thread, every MHD_resume_connection writes the daemon's
+ * eventfd, i.e. one syscall on the resuming thread per connection (the
+ * writer paid one per append request, the watch hub one per watcher per
+ * commit). Without that thread libmicrohttpd has no eventfd: a resume only
+ * marks the connection under a mutex, and evsd_resume wakes the loop through
+ * our own eventfd, once until the loop runs again (`pending`).
+ *
+ * Ordering: the loop clears `pending` before MHD_run, which takes up every
+ * connection marked before it looks; a resume marks first, then sets
+ * `pending`: if it found it clear, it writes the eventfd and the loop's next
+ * epoll_wait returns at once; if it found it set, the loop has not cleared it
+ * yet, so its MHD_run to come sees the mark. */
+struct evsd_loop {
+    evsd_server *srv;
+    struct MHD_Daemon *d;
+    pthread_t thread;
+    int started;
+    int ep;                          /* epoll: the daemon's epoll fd and efd */
+    int efd;                         /* eventfd: resumes and stop */
+    atomic_int pending;              /* a wake-up is on its way */
+    atomic_int stop;
+    pthread_mutex_t qmu;             /* sockets handed over by evsd_http_add_connection */
+    struct added_conn *added;
+};
+
+/* A connection made elsewhere, for the loop to give its daemon (tests). */
+struct added_conn {
+    int fd;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct added_conn *next;
+};
+
+static void take_added(evsd_loop *l)
+{
+    pthread_mutex_lock(&l->qmu);
+    struct added_conn *a = l->added;
+    l->added = NULL;
+    pthread_mutex_unlock(&l->qmu);
+    while (a) {
+        struct added_conn *next = a->next;
+        MHD_add_connection(l->d, a->fd, (const struct sockaddr *)&a->addr, a->addrlen);  /* closes fd on failure */
+        free(a);
+        a = next;
+    }
+}
+
+#define LOOP_TICK_MS 500             /* longest sleep (libmicrohttpd's timeouts are in seconds) */
+
+static void *loop_main(void *arg)
+{
+    evsd_loop *l = arg;
+    pthread_setname_np(pthread_self(), "evsd-http");
+    while (!atomic_load(&l->stop)) {
+        atomic_store(&l->pending, 0);
+        take_added(l);  /* sockets handed over (tests): an uncontended lock */
+        MHD_run(l->d);
+        int timeout = LOOP_TICK_MS;
+        MHD_UNSIGNED_LONG_LONG to;
+        if (MHD_get_timeout(l->d, &to) == MHD_YES && to < (MHD_UNSIGNED_LONG_LONG)timeout) timeout = (int)to;
+        if (timeout == 0) continue;  /* data already pending */
+        struct epoll_event ev[2];
+        int n = epoll_wait(l->ep, ev, 2, timeout);
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.fd == l->efd) {
+                uint64_t v;
+                if (read(l->efd, &v, sizeof v) < 0) { /* EAGAIN: already read */ }
+            }
+        }
+    }
+    return NULL;
+}
+
+static void loop_wake(evsd_loop *l)
+{
+    uint64_t one = 1;
+    if (write(l->efd, &one, sizeof one) < 0) { /* EAGAIN: the counter is full, so it is awake anyway */ }
+}
+
+void evsd_resume(evsd_server *srv, struct MHD_Connection *conn)
+{
+    /* which loop, looked up before the resume: once resumed, the connection
+     * may be answered and closed at any moment */
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
+    evsd_loop *l = NULL;
+    for (unsigned i = 0; ci && i < srv->ndaemons; i++)
+        if (srv->daemons[i] == ci->daemon) l = srv->loops[i];
+    MHD_resume_connection(conn);
+    if (!l) {
+        for (unsigned i = 0; i < srv->ndaemons; i++) loop_wake(srv->loops[i]);  /* cannot happen; be safe */
+        return;
+    }
+    if (!atomic_exchange(&l->pending, 1)) loop_wake(l);
+}
+
+int evsd_http_add_connection(evsd_server *srv, int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    struct added_conn *a = calloc(1, sizeof *a);
+    if (!srv->ndaemons || !a || addrlen > sizeof a->addr) {
+        free(a);
+        close(fd);
+        return -1;
+    }
+    a->fd = fd;
+    memcpy(&a->addr, addr, addrlen);
+    a->addrlen = addrlen;
+    evsd_loop *l = srv->loops[0];
+    pthread_mutex_lock(&l->qmu);
+    a->next = l->added;
+    l->added = a;
+    pthread_mutex_unlock(&l->qmu);
+    atomic_store(&l->pending, 1);
+    loop_wake(l);
+    return 0;
+}
+
+static void loop_free(evsd_loop *l)
+{
+    if (!l) return;
+    for (struct added_conn *a = l->added, *next; a; a = next) {
+        next = a->next;
+        close(a->fd);
+        free(a);
+    }
+    pthread_mutex_destroy(&l->qmu);
+    if (l->ep >= 0) close(l->ep);
+    if (l->efd >= 0) close(l->efd);
+    free(l);
+}
+
+static evsd_loop *loop_new(evsd_server *srv, struct MHD_Daemon *d)
+{
+    evsd_loop *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->srv = srv;
+    l->d = d;
+    pthread_mutex_init(&l->qmu, NULL);
+    l->ep = epoll_create1(EPOLL_CLOEXEC);
+    l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
+    struct epoll_event e1 = {.events = EPOLLIN, .data.fd = di ? di->epoll_fd : -1};
+    struct epoll_event e2 = {.events = EPOLLIN, .data.fd = l->efd};
+    if (l->ep < 0 || l->efd < 0 || !di || epoll_ctl(l->ep, EPOLL_CTL_ADD, di->epoll_fd, &e1) != 0 ||
+        epoll_ctl(l->ep, EPOLL_CTL_ADD, l->efd, &e2) != 0) {
+        loop_free(l);
+        return NULL;
+    }
+    if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
+        loop_free(l);
+        return NULL;
+    }
+    l->started = 1;
+    return l;
+}
+
 int evsd_http_start(evsd_server *srv)
 {
     struct sockaddr_storage ss;
@@ -454,7 +615,7 @@ int evsd_http_start(evsd_server *srv)
     socklen_t sl;
     struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;  /* no internal thread: loop_main */
     if (inet_pton(AF_INET, srv->cfg.listen_host, &in4->sin_addr) == 1) {
         in4->sin_family = AF_INET;
         in4->sin_port = htons(srv->cfg.listen_port);
@@ -519,7 +680,13 @@ int evsd_http_start(evsd_server *srv)
             MHD_OPTION_ARRAY, tls_opts,
             MHD_OPTION_END);
         if (!d) break;
+        evsd_loop *l = loop_new(srv, d);
+        if (!l) {
+            MHD_stop_daemon(d);
+            break;
+        }
         srv->daemons[srv->ndaemons] = d;
+        srv->loops[srv->ndaemons] = l;
     }
     free(cert);
     free(key);
@@ -534,7 +701,18 @@ int evsd_http_start(evsd_server *srv)
 
 void evsd_http_stop(evsd_server *srv)
 {
-    for (unsigned i = 0; i < srv->ndaemons; i++) MHD_stop_daemon(srv->daemons[i]);
+    for (unsigned i = 0; i < srv->ndaemons; i++) {
+        atomic_store(&srv->loops[i]->stop, 1);
+        loop_wake(srv->loops[i]);
+    }
+    for (unsigned i = 0; i < srv->ndaemons; i++) pthread_join(srv->loops[i]->thread, NULL);
+    /* the loops are gone: libmicrohttpd closes the connections on this thread */
+    for (unsigned i = 0; i < srv->ndaemons; i++) {
+        MHD_stop_daemon(srv->daemons[i]);
+        loop_free(srv->loops[i]);
+        srv->daemons[i] = NULL;
+        srv->loops[i] = NULL;
+    }
     srv->ndaemons = 0;
 }
 

@@ -2,8 +2,9 @@
  * server.h — what the parts of evstored share: the server object, the
  * per-request context, and the helpers routes use to answer.
  *
- * Threads: `threads` libmicrohttpd daemons, each one epoll thread with its own
- * listening socket on the same port (SO_REUSEPORT); every handler
+ * Threads: `threads` libmicrohttpd daemons, each run by one thread of ours
+ * (an epoll loop: http.c) with its own listening socket on the same port
+ * (SO_REUSEPORT); every handler
  * and content reader runs on one of them and must never block on the disk's
  * fsync. Appends suspend their connection and are resumed by the store's
  * writer thread (evs_append_async). Watch responses suspend when they have
@@ -15,6 +16,7 @@
 
 #include <microhttpd.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,11 +27,13 @@
 #include "metrics.h"
 
 typedef struct evsd_hub evsd_hub;
+typedef struct evsd_loop evsd_loop;
 
 typedef struct evsd_server {
     evsd_config cfg;                 /* settings */
     evs_store *store;                /* the engine */
-    struct MHD_Daemon *daemons[64];  /* libmicrohttpd: one single-threaded daemon per --threads */
+    struct MHD_Daemon *daemons[64];  /* libmicrohttpd: one daemon per --threads, each run by a loop */
+    evsd_loop *loops[64];            /* the thread that runs daemons[i] (http.c) */
     unsigned ndaemons;
     evsd_hub *hub;                   /* wakes suspended watchers */
     evsd_metrics metrics;            /* counters and histograms for /metrics */
@@ -136,6 +140,13 @@ void evsd_hub_free(evsd_server *srv);
 
 /* ---- the daemon (http.c) ---- */
 int evsd_http_start(evsd_server *srv);
+/* Resume a suspended connection from any thread (the writer, the watch hub,
+ * a job) and wake its daemon's thread, once for however many resumes happen
+ * before it runs: one eventfd write per wake-up, not one per connection. */
+void evsd_resume(evsd_server *srv, struct MHD_Connection *conn);
+/* Hand a connected socket to the first daemon (MHD_add_connection on its
+ * loop's thread: libmicrohttpd's external mode wants it there). Owns fd. */
+int evsd_http_add_connection(evsd_server *srv, int fd, const struct sockaddr *addr, socklen_t addrlen);
 void evsd_http_quiesce(evsd_server *srv);
 void evsd_http_stop(evsd_server *srv);
 char *evsd_read_file(const char *path, size_t *len);

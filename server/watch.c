@@ -568,7 +568,7 @@ static void hub_unlink(evsd_hub *h, evsd_stream_state *w)
 static void hub_resume(evsd_hub *h, evsd_stream_state *w)
 {
     hub_unlink(h, w);
-    MHD_resume_connection(w->conn);
+    evsd_resume(h->srv, w->conn);
 }
 
 /* Suspend w's connection unless there is something new for it (then 0: read

@@ -162,6 +162,8 @@ static int snapshot(bk_ctx *k, uint64_t since, uint64_t *store_salt)
 
 static int ix_add(bk_ctx *k, const char *name, evs_file *f, uint8_t *mem, uint64_t size)
 {
+    size_t nlen = strlen(name);
+    if (nlen >= sizeof k->ix[0].name) { free(mem); return EVS_EINVAL; }
     if (k->nix == k->ixcap) {
         size_t cap = k->ixcap ? k->ixcap * 2 : 16;
         bk_idx *v = realloc(k->ix, cap * sizeof *v);
@@ -171,7 +173,7 @@ static int ix_add(bk_ctx *k, const char *name, evs_file *f, uint8_t *mem, uint64
     }
     bk_idx *x = &k->ix[k->nix++];
     memset(x, 0, sizeof *x);
-    snprintf(x->name, sizeof x->name, "%s", name);
+    memcpy(x->name, name, nlen + 1);
     x->f = f;
     x->mem = mem;
     x->size = size;

@@ -254,8 +254,8 @@ static void exchange(const uint8_t *req, size_t n, answer *a, int until_close)
     peer.sin_family = AF_INET;
     peer.sin_port = htons(40000);
     peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (MHD_add_connection(srv->daemons[0], sv[1], (const struct sockaddr *)&peer, sizeof peer) != MHD_YES)
-        die("MHD_add_connection failed");
+    if (evsd_http_add_connection(srv, sv[1], (const struct sockaddr *)&peer, sizeof peer) != 0)
+        die("evsd_http_add_connection failed");
     int fd = sv[0];
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     size_t sent = 0;
