@@ -600,12 +600,18 @@ static evsd_loop *loop_new(evsd_server *srv, struct MHD_Daemon *d)
         loop_free(l);
         return NULL;
     }
-    if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
-        loop_free(l);
-        return NULL;
-    }
-    l->started = 1;
     return l;
+}
+
+/* Started only once every daemon and loop is in srv->daemons/loops: a
+ * request a loop serves reaches evsd_resume (on the writer, the watch hub),
+ * which reads those arrays; creating the threads after the last write orders
+ * the writes before every such read. */
+static int loop_start(evsd_loop *l)
+{
+    if (pthread_create(&l->thread, NULL, loop_main, l) != 0) return -1;
+    l->started = 1;
+    return 0;
 }
 
 int evsd_http_start(evsd_server *srv)
@@ -690,7 +696,10 @@ int evsd_http_start(evsd_server *srv)
     }
     free(cert);
     free(key);
-    if (srv->ndaemons < n) {
+    int started = srv->ndaemons == n;
+    for (unsigned i = 0; started && i < n; i++)
+        if (loop_start(srv->loops[i]) != 0) started = 0;  /* evsd_http_stop below stops what started */
+    if (!started) {
         evsd_log(EVS_LOG_ERROR, "cannot listen on %s:%u (address in use, or not allowed?)", srv->cfg.listen_host,
                  srv->cfg.listen_port);
         evsd_http_stop(srv);
@@ -705,7 +714,8 @@ void evsd_http_stop(evsd_server *srv)
         atomic_store(&srv->loops[i]->stop, 1);
         loop_wake(srv->loops[i]);
     }
-    for (unsigned i = 0; i < srv->ndaemons; i++) pthread_join(srv->loops[i]->thread, NULL);
+    for (unsigned i = 0; i < srv->ndaemons; i++)
+        if (srv->loops[i]->started) pthread_join(srv->loops[i]->thread, NULL);
     /* the loops are gone: libmicrohttpd closes the connections on this thread */
     for (unsigned i = 0; i < srv->ndaemons; i++) {
         MHD_stop_daemon(srv->daemons[i]);
