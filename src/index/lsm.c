@@ -627,6 +627,19 @@ static lsm_version *version_copy(const lsm_version *v)
     return nv;
 }
 
+/* m->runs: the manifest entries of v's runs (m->nruns = v->nruns). */
+static int man_runs_of(const lsm_version *v, evs__manifest *m)
+{
+    m->runs = calloc(v->nruns ? v->nruns : 1, sizeof *m->runs);
+    if (!m->runs)
+        return EVS_ENOMEM;
+    for (size_t i = 0; i < v->nruns; i++) {
+        const evs__run *r = v->runs[i];
+        m->runs[i] = (evs__man_run){ r->h.seq, r->h.entries, r->size, r->h.hdr_sum };
+    }
+    return 0;
+}
+
 /* Write the manifest naming nv's runs as covering `covered`. */
 static int lsm_write_manifest(evs__lsm *l, lsm_version *nv, uint64_t covered, int *renamed)
 {
@@ -635,14 +648,9 @@ static int lsm_write_manifest(evs__lsm *l, lsm_version *nv, uint64_t covered, in
     m.next_seq = l->next_seq;
     m.gen = l->gen + 1;
     m.nruns = nv->nruns;
-    m.runs = calloc(nv->nruns ? nv->nruns : 1, sizeof *m.runs);
-    if (!m.runs)
-        return EVS_ENOMEM;
-    for (size_t i = 0; i < nv->nruns; i++) {
-        const evs__run *r = nv->runs[i];
-        m.runs[i] = (evs__man_run){ r->h.seq, r->h.entries, r->size, r->h.hdr_sum };
-    }
-    int rc = evs__man_write(l->vfs, l->dir, l->name, &m, renamed);
+    int rc = man_runs_of(nv, &m);
+    if (rc == 0)
+        rc = evs__man_write(l->vfs, l->dir, l->name, &m, renamed);
     evs__man_free(&m);
     if (rc == 0) {
         l->gen++;
@@ -940,26 +948,9 @@ int evs__lsm_pin_manifest(const evs__lsm_pinned *p, char *name, size_t cap, uint
     int rc = evs__idx_man_name(name, cap, p->name, 0);
     if (rc)
         return rc;
-    size_t body = EVS_MAN_HDR + v->nruns * EVS_MAN_RUN;
-    uint8_t *b = calloc(1, body + 8);
-    if (!b)
-        return EVS_ENOMEM;
-    memcpy(b, EVS_MAN_MAGIC, 8);
-    evs__put32(b + 8, EVS_MAN_VERSION);
-    evs__put32(b + 12, (uint32_t)v->nruns);
-    evs__put64(b + 16, v->covered);
-    evs__put64(b + 24, v->next_seq);
-    evs__put64(b + 32, v->gen);
-    for (size_t i = 0; i < v->nruns; i++) {
-        const evs__run *r = v->runs[i];
-        uint8_t *q = b + EVS_MAN_HDR + i * EVS_MAN_RUN;
-        evs__put64(q, r->h.seq);
-        evs__put64(q + 8, r->h.entries);
-        evs__put64(q + 16, r->size);
-        evs__put64(q + 24, r->h.hdr_sum);
-    }
-    evs__put64(b + body, XXH3_64bits(b, body));
-    *out = b;
-    *len = body + 8;
-    return 0;
+    evs__manifest m = { .covered = v->covered, .next_seq = v->next_seq, .gen = v->gen, .nruns = v->nruns };
+    if ((rc = man_runs_of(v, &m)) == 0)
+        rc = evs__man_encode(&m, out, len);
+    evs__man_free(&m);
+    return rc;
 }

@@ -257,30 +257,12 @@ out:
     return rc;
 }
 
-int evs__man_write(const evs_vfs *vfs, const char *dir, const char *name, const evs__manifest *m,
-                   int *renamed)
+int evs__man_encode(const evs__manifest *m, uint8_t **out, size_t *len)
 {
-    int rc = 0;
-    char tname[EVS_IDX_FNAME_MAX], fname[EVS_IDX_FNAME_MAX];
-    char tpath[EVS_IDX_PATH_MAX], fpath[EVS_IDX_PATH_MAX];
-    evs_file *f = NULL;
-    uint8_t *p = NULL;
-    int created = 0;
-    if (renamed)
-        *renamed = 0;
-    if (m->nruns > EVS_MAN_MAX_RUNS)
-        return EVS_EINVAL;
     size_t body = EVS_MAN_HDR + m->nruns * EVS_MAN_RUN;
-    if ((rc = evs__idx_man_name(tname, sizeof tname, name, 1)) != 0 ||
-        (rc = evs__idx_man_name(fname, sizeof fname, name, 0)) != 0 ||
-        (rc = evs__path(tpath, sizeof tpath, dir, tname)) != 0 ||
-        (rc = evs__path(fpath, sizeof fpath, dir, fname)) != 0)
-        goto out;
-    p = calloc(1, body + 8);
-    if (!p) {
-        rc = EVS_ENOMEM;
-        goto out;
-    }
+    uint8_t *p = calloc(1, body + 8);
+    if (!p)
+        return EVS_ENOMEM;
     memcpy(p, EVS_MAN_MAGIC, 8);
     evs__put32(p + 8, EVS_MAN_VERSION);
     evs__put32(p + 12, (uint32_t)m->nruns);
@@ -295,10 +277,36 @@ int evs__man_write(const evs_vfs *vfs, const char *dir, const char *name, const 
         evs__put64(r + 24, m->runs[i].hdr_sum);
     }
     evs__put64(p + body, XXH3_64bits(p, body));
+    *out = p;
+    *len = body + 8;
+    return 0;
+}
+
+int evs__man_write(const evs_vfs *vfs, const char *dir, const char *name, const evs__manifest *m,
+                   int *renamed)
+{
+    int rc = 0;
+    char tname[EVS_IDX_FNAME_MAX], fname[EVS_IDX_FNAME_MAX];
+    char tpath[EVS_IDX_PATH_MAX], fpath[EVS_IDX_PATH_MAX];
+    evs_file *f = NULL;
+    uint8_t *p = NULL;
+    int created = 0;
+    size_t len = 0;
+    if (renamed)
+        *renamed = 0;
+    if (m->nruns > EVS_MAN_MAX_RUNS)
+        return EVS_EINVAL;
+    if ((rc = evs__idx_man_name(tname, sizeof tname, name, 1)) != 0 ||
+        (rc = evs__idx_man_name(fname, sizeof fname, name, 0)) != 0 ||
+        (rc = evs__path(tpath, sizeof tpath, dir, tname)) != 0 ||
+        (rc = evs__path(fpath, sizeof fpath, dir, fname)) != 0)
+        goto out;
+    if ((rc = evs__man_encode(m, &p, &len)) != 0)
+        goto out;
     if ((rc = vfs->open(vfs, tpath, EVS_O_RDWR | EVS_O_CREATE | EVS_O_TRUNC, &f)) != 0)
         goto out;
     created = 1;
-    if ((rc = evs__fwrite(f, p, body + 8, 0, NULL)) != 0 || (rc = f->vfs->sync(f)) != 0)
+    if ((rc = evs__fwrite(f, p, len, 0, NULL)) != 0 || (rc = f->vfs->sync(f)) != 0)
         goto out;
     rc = evs__fclose(f);
     f = NULL;

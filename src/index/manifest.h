@@ -85,6 +85,8 @@ int evs__man_read(const evs_vfs *vfs, const evs_logger *lg, const char *dir, con
  * failure (of the directory fsync) leaves the new manifest possibly in place,
  * so the caller must keep every file that either manifest lists.
  */
+/* The manifest file's bytes for m (header, runs, checksum), malloc'd into *out. */
+int evs__man_encode(const evs__manifest *m, uint8_t **out, size_t *len);
 int evs__man_write(const evs_vfs *vfs, const char *dir, const char *name, const evs__manifest *m,
                    int *renamed);
 void evs__man_free(evs__manifest *m);
